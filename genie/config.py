@@ -1,0 +1,109 @@
+"""Model configs as dataclasses with named size presets, saved as JSON beside safetensors weights.
+
+Presets: `tiny` (tests, seconds on a CPU), `demo` (sized to play on a 2-core CPU), `coinrun` (the Genie
+paper's appendix F CoinRun case study: 8 blocks d 512 for tokenizer/LAM, 12 blocks d 512 for dynamics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+
+from genie.errors import GenieValueError
+
+
+@dataclass
+class TokenizerConfig:
+    image_size: int = 64  # frames are image_size x image_size RGB
+    patch: int = 4  # tokens per frame = (image_size / patch)^2
+    d_model: int = 512
+    depth: int = 8  # ST blocks in the encoder and, again, in the decoder
+    heads: int = 8
+    codebook_size: int = 1024
+    code_dim: int = 32
+    context: int = 16  # temporal window W in frames
+    commitment: float = 0.25  # beta of the VQ commitment loss
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+
+@dataclass
+class LAMConfig:
+    image_size: int = 64
+    patch: int = 16
+    d_model: int = 512
+    depth: int = 8
+    heads: int = 8
+    num_actions: int = 8  # |A|: small enough to play with number keys
+    code_dim: int = 32
+    context: int = 16
+    commitment: float = 0.25
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+
+@dataclass
+class DynamicsConfig:
+    grid: int = 16  # tokens per frame = grid^2 (from the tokenizer)
+    vocab_size: int = 1024  # tokenizer codebook size; id vocab_size is the MASK token
+    num_actions: int = 8
+    action_dim: int = 32  # LAM code dim: the dynamics sees the LAM's (frozen) code vectors
+    action_mode: str = "additive"  # "additive" (paper) or "token" (one prepended token per frame)
+    d_model: int = 512
+    depth: int = 12
+    heads: int = 8
+    context: int = 16
+    mask_min: float = 0.5  # training mask rate ~ U(mask_min, 1)
+    maskgit_steps: int = 25
+    temperature: float = 1.0
+
+
+PRESETS: dict[str, dict[str, dict]] = {
+    "tokenizer": {
+        "tiny": dict(image_size=32, patch=4, d_model=64, depth=2, heads=4, codebook_size=256, code_dim=16, context=8),
+        "demo": dict(image_size=64, patch=8, d_model=128, depth=3, heads=4, codebook_size=1024, code_dim=32),
+        "coinrun": dict(image_size=64, patch=4, d_model=512, depth=8, heads=8, codebook_size=1024, code_dim=32),
+    },
+    "lam": {
+        "tiny": dict(image_size=32, patch=8, d_model=64, depth=2, heads=4, num_actions=8, code_dim=16, context=8),
+        "demo": dict(image_size=64, patch=16, d_model=128, depth=3, heads=4, num_actions=8, code_dim=32),
+        "coinrun": dict(image_size=64, patch=16, d_model=512, depth=8, heads=8, num_actions=8, code_dim=32),
+    },
+    "dynamics": {
+        "tiny": dict(d_model=64, depth=2, heads=4, context=8, maskgit_steps=8),
+        "demo": dict(d_model=192, depth=4, heads=6, maskgit_steps=8),
+        "coinrun": dict(d_model=512, depth=12, heads=8, maskgit_steps=25),
+    },
+}
+
+CONFIG_CLASSES = {"tokenizer": TokenizerConfig, "lam": LAMConfig, "dynamics": DynamicsConfig}
+
+
+def preset(kind: str, name: str, **overrides):
+    """Build the `kind` config of preset `name`, with field overrides (None values are ignored)."""
+    if kind not in PRESETS:
+        raise GenieValueError(f"Unknown model kind {kind!r}: use one of {sorted(PRESETS)}.")
+    if name not in PRESETS[kind]:
+        raise GenieValueError(f"Unknown preset {name!r}: use one of {sorted(PRESETS[kind])} (--preset).")
+    values = {**PRESETS[kind][name], **{k: v for k, v in overrides.items() if v is not None}}
+    return CONFIG_CLASSES[kind](**values)
+
+
+def to_dict(cfg) -> dict:
+    return asdict(cfg)
+
+
+def from_dict(kind: str, values: dict):
+    cls = CONFIG_CLASSES[kind]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise GenieValueError(
+            f"The {kind} config has unknown fields {sorted(unknown)}: it was written by another genie "
+            "version; retrain or use a matching genie version."
+        )
+    return cls(**values)

@@ -1,0 +1,223 @@
+"""Shared building blocks: the ST-transformer (spatial attention, causal temporal attention, FFN) and
+its exact temporal KV cache.
+
+Dimension letters (used throughout the project):
+    B batch, T frames, N tokens per frame (h*w, plus one when an action token is prepended),
+    D model width, H heads, K head dim, W temporal window (frames one query may see, itself included).
+
+Why a cache is exact here: spatial attention never leaves a frame and temporal attention is causal, so
+the activations of frames already seen never change when a new frame arrives. Each layer keeps the
+temporal keys/values of the last W-1 frames; a new frame then costs only its own N tokens. The uncached
+forward uses the same banded causal mask (a query at frame t sees frames t-W+1..t), so both paths compute
+the same function over any sequence length. Temporal positions use RoPE, which depends only on frame
+differences, so a sliding window needs no re-encoding of cached keys.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genie import kernels
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.rms_norm(x, self.weight, self.eps)
+
+
+def rope_tables(positions: torch.Tensor, dim: int, base: float = 10000.0):
+    """cos/sin tables (L, dim/2) for integer positions (L,)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim))
+    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (..., L, K) rotated by position; cos/sin (L, K/2). Computed in fp32, returned in x.dtype."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.to(x.dtype)
+
+
+def band_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
+    """Boolean (Lq, Lk): True where query position may attend key position (causal, within window)."""
+    diff = q_pos[:, None] - k_pos[None, :]
+    return (diff >= 0) & (diff < window)
+
+
+@dataclass
+class KVCache:
+    """Temporal keys/values per layer for the last W-1 frames, plus the absolute index of the next frame.
+
+    Each entry is (k, v) of shape (B*N, H, Tp, K). `pos` counts frames committed so far.
+    """
+
+    window: int
+    layers: list = field(default_factory=list)
+    pos: int = 0
+
+    def layer(self, i: int):
+        return self.layers[i] if i < len(self.layers) else None
+
+    def set_layer(self, i: int, kv) -> None:
+        if i < len(self.layers):
+            self.layers[i] = kv
+        else:
+            self.layers.append(kv)
+
+    @property
+    def frames(self) -> int:
+        return 0 if not self.layers else self.layers[0][0].shape[2]
+
+    def select(self, index: torch.Tensor, tokens_per_frame: int) -> None:
+        """Keep only batch rows `index` (B_new,), e.g. when some envs reset."""
+        new = []
+        for k, v in self.layers:
+            BN, H, Tp, K = k.shape
+            B = BN // tokens_per_frame
+            k = k.view(B, tokens_per_frame, H, Tp, K)[index].reshape(-1, H, Tp, K)
+            v = v.view(B, tokens_per_frame, H, Tp, K)[index].reshape(-1, H, Tp, K)
+            new.append((k, v))
+        self.layers = new
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with QK-norm; `temporal=True` adds RoPE over frames and the cache."""
+
+    def __init__(self, dim: int, heads: int, temporal: bool):
+        super().__init__()
+        assert dim % heads == 0, "d_model must be divisible by heads"
+        self.heads, self.head_dim, self.temporal = heads, dim // heads, temporal
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_norm = RMSNorm(self.head_dim)
+        self.k_norm = RMSNorm(self.head_dim)
+        self.proj = nn.Linear(dim, dim, bias=False)
+
+    def _split(self, x):
+        # (B', L, D) -> q, k, v each (B', H, L, K)
+        Bp, L, _ = x.shape
+        qkv = self.qkv(x).view(Bp, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def forward_spatial(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, N, D = x.shape
+        q, k, v = self._split(x.reshape(B * T, N, D))  # (B*T, H, N, K)
+        out = kernels.attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(B, T, N, D))
+
+    def forward_temporal(self, x: torch.Tensor, window: int, t0: int, past=None, commit: bool = False):
+        """x (B, T, N, D) holds frames t0..t0+T-1; past (k, v) (B*N, H, Tp, K) holds frames t0-Tp..t0-1.
+
+        Returns (out (B, T, N, D), new_past or None).
+        """
+        B, T, N, D = x.shape
+        xt = x.permute(0, 2, 1, 3).reshape(B * N, T, D)  # (B*N, T, D)
+        q, k, v = self._split(xt)  # (B*N, H, T, K)
+        q_pos = torch.arange(t0, t0 + T, device=x.device)
+        cos, sin = rope_tables(q_pos, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if past is not None and past[0].shape[2] > 0:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        Tk = k.shape[2]
+        k_pos = torch.arange(t0 + T - Tk, t0 + T, device=x.device)
+        if T == 1 and Tk <= window:
+            mask = None  # one new frame against at most W-1 past frames: everything is visible
+        else:
+            mask = band_mask(q_pos, k_pos, window)
+        out = kernels.attention(q, k, v, attn_mask=mask)  # (B*N, H, T, K)
+        out = out.transpose(1, 2).reshape(B, N, T, D).permute(0, 2, 1, 3)
+        new_past = None
+        if commit:
+            start = max(Tk - (window - 1), 0)  # keep the last W-1 frames
+            new_past = (k[:, :, start:].contiguous(), v[:, :, start:].contiguous())
+        return self.proj(out), new_past
+
+
+class STBlock(nn.Module):
+    """Pre-norm: x += spatial_attn(norm(x)); x += temporal_attn(norm(x)) (causal); x += ffn(norm(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm_s, self.norm_t, self.norm_f = RMSNorm(dim), RMSNorm(dim), RMSNorm(dim)
+        self.spatial = Attention(dim, heads, temporal=False)
+        self.temporal = Attention(dim, heads, temporal=True)
+        hidden = int(dim * mlp_ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x, window: int, t0: int = 0, past=None, commit: bool = False):
+        x = x + self.spatial.forward_spatial(self.norm_s(x))
+        t_out, new_past = self.temporal.forward_temporal(self.norm_t(x), window, t0, past, commit)
+        x = x + t_out
+        x = x + self.fc2(F.gelu(self.fc1(self.norm_f(x)), approximate="tanh"))
+        return x, new_past
+
+
+class STTransformer(nn.Module):
+    """A stack of ST blocks with a final norm. `window` is the temporal context W in frames."""
+
+    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.window = window
+        self.blocks = nn.ModuleList([STBlock(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.norm = RMSNorm(dim)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(window=self.window)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, commit: bool = True) -> torch.Tensor:
+        """x (B, T, N, D) -> (B, T, N, D).
+
+        With a cache, x holds the frames after those already committed; `commit=False` reads the cache
+        without adding x to it (MaskGIT refinement steps), `commit=True` appends x's frames.
+        """
+        t0 = cache.pos if cache is not None else 0
+        for i, block in enumerate(self.blocks):
+            past = cache.layer(i) if cache is not None else None
+            x, new_past = block(x, self.window, t0, past, commit=cache is not None and commit)
+            if cache is not None and commit:
+                cache.set_layer(i, new_past)
+        if cache is not None and commit:
+            cache.pos += x.shape[1]
+        return self.norm(x)
+
+
+def init_weights(module: nn.Module, depth: int) -> None:
+    """GPT-2 style init: N(0, 0.02), residual output projections scaled by 1/sqrt(2*depth)."""
+    for name, p in module.named_parameters():
+        if p.dim() < 2:
+            continue
+        std = 0.02
+        if name.endswith("proj.weight") or name.endswith("fc2.weight"):
+            std = 0.02 / math.sqrt(2 * max(depth, 1))
+        nn.init.normal_(p, mean=0.0, std=std)
+    for m in module.modules():
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def patchify(frames: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, T, H, W, C) -> (B, T, h*w, patch*patch*C)."""
+    B, T, H, W, C = frames.shape
+    h, w = H // patch, W // patch
+    x = frames.reshape(B, T, h, patch, w, patch, C).permute(0, 1, 2, 4, 3, 5, 6)
+    return x.reshape(B, T, h * w, patch * patch * C)
+
+
+def unpatchify(x: torch.Tensor, patch: int, h: int, w: int, C: int = 3) -> torch.Tensor:
+    """(B, T, h*w, patch*patch*C) -> (B, T, h*patch, w*patch, C)."""
+    B, T = x.shape[:2]
+    x = x.reshape(B, T, h, w, patch, patch, C).permute(0, 1, 2, 4, 3, 5, 6)
+    return x.reshape(B, T, h * patch, w * patch, C)
