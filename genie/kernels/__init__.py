@@ -11,3 +11,4 @@ from genie.kernels import reference
 attention = reference.attention
 rms_norm = reference.rms_norm
 vq_nearest = reference.vq_nearest
+maskgit_update = reference.maskgit_update

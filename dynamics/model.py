@@ -1,0 +1,108 @@
+"""MaskGIT dynamics: an ST-transformer over tokenizer tokens, conditioned on latent actions.
+
+Letters: B batch, T frames, N tokens per frame, V vocab (tokenizer codes; id V is MASK), D width,
+A actions, C action code dim.
+
+Action/frame alignment (genie/lam.py states the contract): a_t moves frame t to frame t+1. Here frame
+t+1's input carries the embedding of a_t; frame 0 carries a learned "no action yet" embedding. So the
+model predicts the (masked) tokens of frame t+1 from frames <= t+1's visible tokens and a_t, and,
+temporal attention being causal, logits of frames <= t never depend on anything at frame t+1.
+
+Action modes (config `action_mode`): "additive" adds the action embedding to every token of the frame
+(the paper); "token" prepends it as one extra token per frame, which spatial attention reads.
+The action vectors are a frozen copy of the LAM codebook (stop-gradient into the LAM).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genie.config import DynamicsConfig
+from genie.errors import GenieValueError
+from genie.nn import KVCache, STTransformer, init_weights
+
+
+class DynamicsModel(nn.Module):
+    kind = "dynamics"
+
+    def __init__(self, cfg: DynamicsConfig):
+        super().__init__()
+        if cfg.action_mode not in ("additive", "token"):
+            raise GenieValueError(f"Unknown action_mode {cfg.action_mode!r}: use 'additive' or 'token'.")
+        self.cfg = cfg
+        N, D = cfg.grid**2, cfg.d_model
+        self.mask_id = cfg.vocab_size
+        self.tok_emb = nn.Embedding(cfg.vocab_size + 1, D)
+        self.pos = nn.Parameter(torch.zeros(N, D))
+        # Frozen LAM codebook (A, C), filled by `set_action_codes` before training.
+        self.register_buffer("action_codes", torch.zeros(cfg.num_actions, cfg.action_dim))
+        self.action_proj = nn.Linear(cfg.action_dim, D)
+        self.no_action = nn.Parameter(torch.zeros(D))
+        if cfg.action_mode == "token":
+            self.action_pos = nn.Parameter(torch.zeros(D))
+        self.transformer = STTransformer(D, cfg.depth, cfg.heads, cfg.context)
+        self.head = nn.Linear(D, cfg.vocab_size)
+        init_weights(self, cfg.depth)
+        nn.init.normal_(self.pos, std=0.02)
+        nn.init.normal_(self.no_action, std=0.02)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.cfg.grid**2 + (1 if self.cfg.action_mode == "token" else 0)
+
+    def set_action_codes(self, codes: torch.Tensor) -> None:
+        self.action_codes.copy_(codes.detach())
+
+    def new_cache(self) -> KVCache:
+        return self.transformer.new_cache()
+
+    def _action_embedding(self, actions: torch.Tensor, first_is_start: bool) -> torch.Tensor:
+        """actions (B, T') int64 -> (B, T, D), where frame 0 of the chunk gets `no_action` when it is
+        the very first frame (first_is_start) and T = T' + first_is_start."""
+        emb = self.action_proj(self.action_codes[actions])  # (B, T', D)
+        if first_is_start:
+            start = self.no_action.expand(actions.shape[0], 1, -1)
+            emb = torch.cat([start.to(emb.dtype), emb], dim=1)
+        return emb
+
+    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, cache: KVCache | None = None,
+                commit: bool = True, start: bool | None = None) -> torch.Tensor:
+        """tokens (B, T, N) int64 (MASK = vocab_size). actions (B, T-1) when the chunk starts the
+        sequence (`start`, the default without a cache or with an empty one), else (B, T) where
+        actions[:, i] leads into frame i. Returns logits (B, T, N, V)."""
+        B, T, N = tokens.shape
+        first_is_start = (cache is None or cache.pos == 0) if start is None else start
+        expected = T - 1 if first_is_start else T
+        if actions.shape != (B, expected):
+            raise GenieValueError(
+                f"Expected latent actions of shape {(B, expected)} for {T} frames, got {tuple(actions.shape)}."
+            )
+        x = self.tok_emb(tokens) + self.pos  # (B, T, N, D)
+        a = self._action_embedding(actions, first_is_start)  # (B, T, D)
+        if self.cfg.action_mode == "additive":
+            x = x + a[:, :, None, :]
+        else:
+            x = torch.cat([(a + self.action_pos)[:, :, None, :], x], dim=2)  # (B, T, N+1, D)
+        h = self.transformer(x, cache, commit)
+        if self.cfg.action_mode == "token":
+            h = h[:, :, 1:]
+        return self.head(h)
+
+    def compute_loss(self, batch: dict) -> dict:
+        """batch: tokens (B, T, N) int64, latent_actions (B, T-1) int64 (from the frozen LAM)."""
+        tokens, actions = batch["tokens"], batch["latent_actions"]
+        B, T, N = tokens.shape
+        # Mask rate per window ~ U(mask_min, 1); frame 0 is always visible (the prompt).
+        rate = torch.empty(B, 1, 1, device=tokens.device).uniform_(self.cfg.mask_min, 1.0)
+        masked = torch.rand(B, T, N, device=tokens.device) < rate
+        masked[:, 0] = False
+        inputs = torch.where(masked, torch.full_like(tokens, self.mask_id), tokens)
+        logits = self(inputs, actions.detach())
+        targets = torch.where(masked, tokens, torch.full_like(tokens, -100))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
+        with torch.no_grad():
+            hit = (logits.argmax(-1) == tokens) & masked
+            acc = hit.sum().float() / masked.sum().clamp(min=1)
+        return {"loss": loss, "masked_acc": acc}

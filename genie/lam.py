@@ -1,0 +1,108 @@
+"""Latent action model (LAM): discovers |A| discrete actions from unlabelled video, on pixels.
+
+Letters: B batch, T frames, N patches per frame, D width, C action code dim, A number of actions.
+
+Action/frame alignment (the contract every part of genie follows):
+    latent_actions[:, t] is the action that moves frame t to frame t+1, for t = 0..T-2.
+
+    encoder:  x_0..x_{T-1} (causal ST) + one learned action-query token per frame. The query output at
+              frame t+1 (it has seen x_0..x_{t+1}) is quantized to a_t.
+    decoder:  x_0..x_{T-2} + embedding of a_t added to frame t's patches (causal ST) -> x_{t+1},
+              predicted as a residual on x_t so the decoder spends its capacity on what changed.
+Only the codebook (a_t -> vector) is needed at play time; the dynamics keeps a frozen copy of it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genie.config import LAMConfig
+from genie.nn import STTransformer, init_weights, patchify, unpatchify
+from genie.vq import VectorQuantizer
+
+
+def _float(frames: torch.Tensor) -> torch.Tensor:
+    return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+
+
+class LatentActionModel(nn.Module):
+    kind = "lam"
+
+    def __init__(self, cfg: LAMConfig):
+        super().__init__()
+        self.cfg = cfg
+        N, D, patch_dim = cfg.grid**2, cfg.d_model, cfg.patch * cfg.patch * 3
+        # --- encoder: sees x_0..x_{t+1}, emits a_t ---
+        self.enc_in = nn.Linear(patch_dim, D)
+        self.enc_pos = nn.Parameter(torch.zeros(N + 1, D))  # slot 0: the action query
+        self.action_query = nn.Parameter(torch.zeros(D))
+        self.encoder = STTransformer(D, cfg.depth, cfg.heads, cfg.context)
+        self.enc_out = nn.Linear(D, cfg.code_dim)
+        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment, reset_every=25)
+        # --- decoder: x_0..x_t and a_t predict x_{t+1} ---
+        self.dec_in = nn.Linear(patch_dim, D)
+        self.dec_pos = nn.Parameter(torch.zeros(N, D))
+        self.dec_action = nn.Linear(cfg.code_dim, D)
+        self.decoder = STTransformer(D, cfg.depth, cfg.heads, cfg.context)
+        self.dec_out = nn.Linear(D, patch_dim)
+        init_weights(self, 2 * cfg.depth)
+        for p in (self.enc_pos, self.dec_pos, self.action_query):
+            nn.init.normal_(p, std=0.02)
+
+    @property
+    def num_actions(self) -> int:
+        return self.cfg.num_actions
+
+    def action_vectors(self) -> torch.Tensor:
+        """(A, C): the latent action codebook."""
+        return self.vq.codes()
+
+    def _action_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, H, W, 3) float -> (B, T-1, C): pre-quantization latent of a_t from frame t+1."""
+        B, T = x.shape[:2]
+        patches = self.enc_in(patchify(x, self.cfg.patch))  # (B, T, N, D)
+        query = self.action_query.expand(B, T, 1, -1)
+        h = self.encoder(torch.cat([query, patches], dim=2) + self.enc_pos)  # (B, T, N+1, D)
+        return self.enc_out(h[:, 1:, 0])  # query slot of frames 1..T-1
+
+    @torch.no_grad()
+    def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B, T, H, W, 3) -> latent actions (B, T-1) int64; a_t moves frame t to t+1."""
+        return self.vq.nearest(self._action_latents(_float(frames)))
+
+    def _predict(self, x: torch.Tensor, action_vecs: torch.Tensor) -> torch.Tensor:
+        """x (B, T, H, W, 3), action_vecs (B, T-1, C) -> predicted frames 1..T-1 (B, T-1, H, W, 3)."""
+        past = x[:, :-1]
+        h = self.dec_in(patchify(past, self.cfg.patch)) + self.dec_pos
+        h = h + self.dec_action(action_vecs)[:, :, None, :]
+        delta = self.dec_out(self.decoder(h))
+        g = self.cfg.grid
+        return past + unpatchify(delta, self.cfg.patch, g, g)
+
+    def forward(self, frames: torch.Tensor) -> dict:
+        x = _float(frames)
+        vq = self.vq(self._action_latents(x))
+        pred = self._predict(x, vq["quantized"])
+        recon_loss = F.mse_loss(pred, x[:, 1:])
+        return {
+            "loss": recon_loss + vq["loss"],
+            "recon_loss": recon_loss.detach(),
+            "vq_loss": vq["loss"].detach(),
+            "perplexity": vq["perplexity"].detach(),
+            "active_codes": vq["active_codes"].detach().float(),
+            "latent_actions": vq["indices"],
+        }
+
+    def compute_loss(self, batch: dict) -> dict:
+        out = self(batch["frames"])
+        out.pop("latent_actions")
+        return out
+
+    @torch.no_grad()
+    def preview(self, batch: dict):
+        x = _float(batch["frames"][:1])
+        pred = self._predict(x, self.vq.lookup(self.infer_actions(x)))
+        to8 = lambda f: (f.clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
+        return to8(x[0, 1:]), to8(pred[0])
