@@ -74,6 +74,19 @@ class Rollout:
             self.history = tokens
             self.history_actions = torch.cat([start, actions], dim=1)
 
+    @torch.no_grad()
+    def reset_rows(self, rows: torch.Tensor, tokens: torch.Tensor, actions: torch.Tensor | None = None) -> None:
+        """Restart sequences `rows` (b,) from prompt tokens (b, T0, N); the other rows keep their past."""
+        if not self.use_cache:
+            raise ValueError("Resetting single rows needs the KV cache (use_cache=True).")
+        b, T0, _ = tokens.shape
+        if actions is None:
+            actions = torch.zeros(b, T0 - 1, dtype=torch.long, device=tokens.device)
+        fresh = self.model.new_cache()
+        fresh.pos = self.cache.pos - T0  # RoPE is relative: align the prompt's last frame with the others'
+        self.model(tokens, actions, fresh, commit=True, start=True)
+        self.cache.merge_rows(rows, fresh, self.model.tokens_per_frame)
+
     def _uncached_logits(self, frame: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         seq = torch.cat([self.history, frame[:, None]], dim=1)
         acts = torch.cat([self.history_actions, actions[:, None]], dim=1)

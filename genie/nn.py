@@ -65,6 +65,10 @@ class KVCache:
     window: int
     layers: list = field(default_factory=list)
     pos: int = 0
+    valid: torch.Tensor | None = None  # (B, Tp) bool: which cached frames each row may see; None = all
+
+    def batch_size(self, tokens_per_frame: int) -> int:
+        return self.layers[0][0].shape[0] // tokens_per_frame
 
     def layer(self, i: int):
         return self.layers[i] if i < len(self.layers) else None
@@ -79,16 +83,36 @@ class KVCache:
     def frames(self) -> int:
         return 0 if not self.layers else self.layers[0][0].shape[2]
 
-    def select(self, index: torch.Tensor, tokens_per_frame: int) -> None:
-        """Keep only batch rows `index` (B_new,), e.g. when some envs reset."""
-        new = []
-        for k, v in self.layers:
-            BN, H, Tp, K = k.shape
-            B = BN // tokens_per_frame
-            k = k.view(B, tokens_per_frame, H, Tp, K)[index].reshape(-1, H, Tp, K)
-            v = v.view(B, tokens_per_frame, H, Tp, K)[index].reshape(-1, H, Tp, K)
-            new.append((k, v))
-        self.layers = new
+    def merge_rows(self, rows: torch.Tensor, other: "KVCache", tokens_per_frame: int) -> None:
+        """Replace batch rows `rows` (b,) with the b rows of `other` (a cache of the same model whose
+        frames end where this one's end, e.g. a freshly encoded prompt). Slots a row has no frame for
+        are marked invalid, so a reset env never sees the previous episode."""
+        n = tokens_per_frame
+        B, Tp, To = self.batch_size(n), self.frames, other.frames
+        T = max(Tp, To)
+        valid = self.valid if self.valid is not None else torch.ones(B, Tp, dtype=torch.bool, device=rows.device)
+        valid = torch.cat([torch.zeros(B, T - Tp, dtype=torch.bool, device=rows.device), valid], dim=1)
+        other_valid = other.valid if other.valid is not None else torch.ones(len(rows), To, dtype=torch.bool, device=rows.device)
+        valid[rows] = torch.cat([torch.zeros(len(rows), T - To, dtype=torch.bool, device=rows.device), other_valid], 1)
+        merged = []
+        for (k, v), (ko, vo) in zip(self.layers, other.layers):
+            k, v = _left_pad(k, T), _left_pad(v, T)
+            ko, vo = _left_pad(ko, T), _left_pad(vo, T)
+            H, K = k.shape[1], k.shape[3]
+            k = k.view(B, n, H, T, K).clone()
+            v = v.view(B, n, H, T, K).clone()
+            k[rows] = ko.view(len(rows), n, H, T, K)
+            v[rows] = vo.view(len(rows), n, H, T, K)
+            merged.append((k.view(B * n, H, T, K), v.view(B * n, H, T, K)))
+        self.layers, self.valid = merged, valid
+
+
+def _left_pad(x: torch.Tensor, T: int) -> torch.Tensor:
+    """(B', H, Tp, K) -> (B', H, T, K), zero slots in front."""
+    if x.shape[2] == T:
+        return x
+    pad = x.new_zeros(x.shape[0], x.shape[1], T - x.shape[2], x.shape[3])
+    return torch.cat([pad, x], dim=2)
 
 
 class Attention(nn.Module):
@@ -116,8 +140,10 @@ class Attention(nn.Module):
         out = kernels.attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, T, N, D))
 
-    def forward_temporal(self, x: torch.Tensor, window: int, t0: int, past=None, commit: bool = False):
-        """x (B, T, N, D) holds frames t0..t0+T-1; past (k, v) (B*N, H, Tp, K) holds frames t0-Tp..t0-1.
+    def forward_temporal(self, x: torch.Tensor, window: int, t0: int, past=None, commit: bool = False,
+                         past_valid: torch.Tensor | None = None):
+        """x (B, T, N, D) holds frames t0..t0+T-1; past (k, v) (B*N, H, Tp, K) holds frames t0-Tp..t0-1;
+        past_valid (B, Tp) bool masks cached frames per row (None: all valid).
 
         Returns (out (B, T, N, D), new_past or None).
         """
@@ -136,6 +162,10 @@ class Attention(nn.Module):
             mask = None  # one new frame against at most W-1 past frames: everything is visible
         else:
             mask = band_mask(q_pos, k_pos, window)
+        if past_valid is not None:
+            key_valid = torch.cat([past_valid, past_valid.new_ones(B, T)], dim=1)  # (B, Tk)
+            rows = key_valid[:, None, :] if mask is None else mask[None] & key_valid[:, None, :]  # (B, T, Tk)
+            mask = rows[:, None, None].expand(B, N, 1, T, Tk).reshape(B * N, 1, T, Tk)
         out = kernels.attention(q, k, v, attn_mask=mask)  # (B*N, H, T, K)
         out = out.transpose(1, 2).reshape(B, N, T, D).permute(0, 2, 1, 3)
         new_past = None
@@ -157,9 +187,9 @@ class STBlock(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x, window: int, t0: int = 0, past=None, commit: bool = False):
+    def forward(self, x, window: int, t0: int = 0, past=None, commit: bool = False, past_valid=None):
         x = x + self.spatial.forward_spatial(self.norm_s(x))
-        t_out, new_past = self.temporal.forward_temporal(self.norm_t(x), window, t0, past, commit)
+        t_out, new_past = self.temporal.forward_temporal(self.norm_t(x), window, t0, past, commit, past_valid)
         x = x + t_out
         x = x + self.fc2(F.gelu(self.fc1(self.norm_f(x)), approximate="tanh"))
         return x, new_past
@@ -184,12 +214,19 @@ class STTransformer(nn.Module):
         without adding x to it (MaskGIT refinement steps), `commit=True` appends x's frames.
         """
         t0 = cache.pos if cache is not None else 0
+        past_valid = cache.valid if cache is not None and cache.layers else None
+        if past_valid is not None and bool(past_valid.all()):
+            past_valid = None
         for i, block in enumerate(self.blocks):
             past = cache.layer(i) if cache is not None else None
-            x, new_past = block(x, self.window, t0, past, commit=cache is not None and commit)
+            x, new_past = block(x, self.window, t0, past, cache is not None and commit, past_valid)
             if cache is not None and commit:
                 cache.set_layer(i, new_past)
         if cache is not None and commit:
+            if cache.valid is not None:
+                B, T = x.shape[0], x.shape[1]
+                valid = torch.cat([cache.valid, cache.valid.new_ones(B, T)], dim=1)
+                cache.valid = valid[:, valid.shape[1] - cache.frames :]
             cache.pos += x.shape[1]
         return self.norm(x)
 
