@@ -97,6 +97,25 @@ def _npy_header(shape: tuple) -> bytes:
     return prefix + len(text).to_bytes(2, "little") + text.encode("latin1")
 
 
+def _read_npy_header(path: pathlib.Path) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, byte offset of the data) of a C-order .npy file, without reading its data."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+    except (OSError, ValueError) as e:
+        raise GenieValueError(
+            f"{path} is unreadable ({e}): delete {path.parent} (or recreate the dataset)."
+        ) from None
+    if fortran:
+        raise GenieValueError(f"{path} is Fortran-ordered: delete {path.parent} (or recreate the dataset).")
+    return tuple(shape), dtype, offset
+
+
 def _episode_index(name: str) -> int | None:
     if not name.startswith("ep_"):
         return None
@@ -361,7 +380,8 @@ class WindowIndex:
 class VideoDataset:
     """Read-only, streaming view of a dataset folder; frames stay on disk (memory-mapped)."""
 
-    max_open_episodes = 8  # LRU of memory-mapped episodes
+    max_open_episodes = 8  # LRU of memory-mapped episodes (episode())
+    max_open_files = 64  # LRU of episodes whose files are open for read_window (no mapping, no RSS growth)
 
     def __init__(self, root):
         self.root = pathlib.Path(root)
@@ -385,31 +405,53 @@ class VideoDataset:
         self.num_episodes = len(self._dirs)
         self.num_frames = int(sum(self._lengths))
         self._cache: collections.OrderedDict[int, dict] = collections.OrderedDict()
+        self._files: collections.OrderedDict[int, dict] = collections.OrderedDict()
 
     def _read_length(self, folder: pathlib.Path) -> int:
         path = folder / "frames.npy"
-        fix = f"delete {folder} (or recreate the dataset)"
-        try:
-            with open(path, "rb") as f:
-                version = np.lib.format.read_magic(f)
-                read_header = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, fortran, dtype = read_header(f)
-        except (OSError, ValueError) as e:
-            raise GenieValueError(f"Episode {path} is unreadable ({e}): {fix}.") from None
-        if dtype != np.uint8 or fortran or len(shape) != 4 or tuple(shape[1:]) != self.frame_shape:
+        shape, dtype, _ = _read_npy_header(path)
+        if dtype != np.uint8 or len(shape) != 4 or tuple(shape[1:]) != self.frame_shape:
             raise GenieValueError(
-                f"Episode {path} holds {dtype} {shape}, not uint8 (T, {', '.join(map(str, self.frame_shape))}): {fix}."
+                f"Episode {path} holds {dtype} {shape}, not uint8 (T, {', '.join(map(str, self.frame_shape))}): "
+                f"delete {folder} (or recreate the dataset)."
             )
         return int(shape[0])
 
-    def __getstate__(self):  # DataLoader workers re-open memmaps lazily
+    def __getstate__(self):  # DataLoader workers re-open memmaps and files lazily
         state = dict(self.__dict__)
         state["_cache"] = collections.OrderedDict()
+        state["_files"] = collections.OrderedDict()
         return state
+
+    def close(self) -> None:
+        """Drop open memmaps and close cached file descriptors (also done on garbage collection)."""
+        self._cache.clear()
+        while self._files:
+            _, files = self._files.popitem()
+            for fd, _, _ in files.values():
+                os.close(fd)
+
+    def __del__(self):
+        if getattr(self, "_files", None):
+            self.close()
+
+    def _episode_files(self, i: int) -> dict:
+        """{name: (fd, data offset, dtype)} of episode i; an LRU of open descriptors read with os.pread."""
+        if i in self._files:
+            self._files.move_to_end(i)
+            return self._files[i]
+        files = {}
+        for name in ("frames", *TRANSITION_ARRAYS):
+            path = self._dirs[i] / f"{name}.npy"
+            if name == "frames" or self._present[name] or path.exists():
+                _, dtype, offset = _read_npy_header(path)
+                files[name] = (os.open(path, os.O_RDONLY), offset, dtype)
+        self._files[i] = files
+        while len(self._files) > self.max_open_files:
+            _, old = self._files.popitem(last=False)
+            for fd, _, _ in old.values():
+                os.close(fd)
+        return files
 
     def __len__(self) -> int:
         return self.num_episodes
@@ -474,23 +516,41 @@ class VideoDataset:
         return index
 
     def read_window(self, episode: int, start: int, T: int) -> dict:
-        """Copies of frames [start, start+T) and their T-1 transitions (None where the data has none)."""
-        ep = self.episode(episode)
-        length = len(ep["frames"])
+        """Copies of frames [start, start+T) and their T-1 transitions (None where the data has none).
+
+        Reads with os.pread on cached descriptors: a window costs a few syscalls and maps nothing.
+        """
+        episode = self._check_episode(episode)
+        length = self._lengths[episode]
         if T < 1 or start < 0 or start + T > length:
             raise GenieValueError(
                 f"Window [{start}, {start + T}) does not fit in episode {episode} of {length} frames: "
                 f"use a start in 0..{length - T} and T <= {length}."
             )
-        out = {"frames": np.array(ep["frames"][start : start + T])}
-        for name in ("actions", "rewards", "terminated"):
-            values = ep[name]
-            out[name] = (
-                None
-                if values is None
-                else np.array(values[start : start + T - 1], dtype=TRANSITION_ARRAYS[name])
+        files = self._episode_files(episode)
+        frame_bytes = int(np.prod(self.frame_shape))
+        fd, offset, _ = files["frames"]
+        out = {
+            "frames": self._pread(fd, offset + start * frame_bytes, T * frame_bytes, episode).reshape(
+                T, *self.frame_shape
             )
+        }
+        for name in ("actions", "rewards", "terminated"):
+            if name not in files:
+                out[name] = None
+                continue
+            fd, offset, dtype = files[name]
+            raw = self._pread(fd, offset + start * dtype.itemsize, (T - 1) * dtype.itemsize, episode)
+            out[name] = raw.view(dtype).astype(TRANSITION_ARRAYS[name], copy=dtype != TRANSITION_ARRAYS[name])
         return out
+
+    def _pread(self, fd: int, offset: int, size: int, episode: int) -> np.ndarray:
+        buffer = np.empty(size, np.uint8)
+        if os.preadv(fd, [buffer], offset) != size:
+            raise GenieValueError(
+                f"Episode {self._dirs[episode]} is truncated: delete it (or recreate the dataset)."
+            )
+        return buffer
 
 
 class WindowDataset(torch.utils.data.Dataset):
