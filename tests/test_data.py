@@ -95,6 +95,10 @@ def test_windows_never_cross_episodes_and_count(tmp_path):
             assert (frames[..., 0] == ep).all()  # one episode only
             np.testing.assert_array_equal(frames[:, 0, 0, 1], np.arange(start, start + T))  # consecutive
             np.testing.assert_array_equal(w["actions"], ep * 1000 + np.arange(start, start + T - 1))
+            full = ds.episode(ep)
+            for key in ("rewards", "terminated"):
+                np.testing.assert_array_equal(w[key], full[key][start : start + T - 1])
+                assert w[key].dtype == full[key].dtype
             seen.add((ep, start))
         assert len(seen) == len(index)  # every window distinct
         eps_v, starts_v = index.locate(np.arange(len(index)))
@@ -229,7 +233,11 @@ def test_clear_reader_errors(tmp_path):
         make_loader(tmp_path / "short", T=6, batch_size=1)
     with pytest.raises(GenieValueError, match="batch-size"):
         make_loader(tmp_path / "short", T=2, batch_size=64)
-    (tmp_path / "short" / "episodes" / "ep_000001" / "frames.npy").write_bytes(b"garbage")
+    frames_path = tmp_path / "short" / "episodes" / "ep_000001" / "frames.npy"
+    frames_path.write_bytes(frames_path.read_bytes()[:-10])  # truncated data, intact header
+    with pytest.raises(GenieValueError, match="truncated"):
+        VideoDataset(tmp_path / "short").read_window(1, 0, 5)
+    frames_path.write_bytes(b"garbage")
     with pytest.raises(GenieValueError, match="ep_000001"):
         VideoDataset(tmp_path / "short")
 

@@ -104,6 +104,12 @@ def test_ingest_errors_leave_nothing(tmp_path):
     (bad_dir / "000.png").write_bytes(b"not a png")
     with pytest.raises(GenieValueError, match="000.png"):
         ingest([bad_dir], out, progress=False)
+    mid = tmp_path / "mid"  # first frame fine, second broken: fails while streaming, nothing is kept
+    mid.mkdir()
+    Image.fromarray(make_video(1)[0]).save(mid / "a.png")
+    (mid / "b.png").write_bytes(b"not a png")
+    with pytest.raises(GenieValueError, match="b.png"):
+        ingest([mid], out, progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(GenieValueError, match="no images"):
         ingest([tmp_path / "empty"], out, progress=False)
