@@ -63,10 +63,10 @@ def _leading(x):
 
 def rms_norm(x, weight, eps: float = 1e-6):
     LAUNCHES["rms_norm"] += 1
-    if _leading(x) is None:
-        x = x.reshape(-1, x.shape[-1])
-    sizes, strides = _leading(x)
     y = torch.empty(x.shape, device=x.device, dtype=x.dtype)
+    if _leading(x) is None:
+        x = x.reshape(-1, x.shape[-1])  # more than 4 leading dims: a copy when x is not contiguous
+    sizes, strides = _leading(x)
     _launch(x, None, weight, eps, y, None, sizes, strides, x.stride(-1))
     return y
 

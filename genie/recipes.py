@@ -1,0 +1,194 @@
+"""Training recipes: build a model from a preset sized to the data, and run the one training loop.
+
+    train_tokenizer(data, out)                  -> run folder (model/ rebuilds the tokenizer)
+    train_lam(data, out)                        -> run folder
+    train_dynamics(data, tokenizer, lam, out)   -> run folder; the LAM and tokenizer are frozen
+    train_world(data, out)                      -> world folder: tokenizer/, lam/, dynamics/, world.json,
+                                                   prompts/, and train/<model>/ run folders
+
+`steps` is the budget per model. With `resume`, each stage continues from its last checkpoint, and
+stages already finished are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genie.checkpoint import load_model
+from genie.config import preset
+from genie.data import VideoDataset, WindowDataset
+from genie.errors import GenieValueError
+from genie.train import TrainConfig, train
+
+
+def _open_data(data) -> VideoDataset:
+    return data if isinstance(data, VideoDataset) else VideoDataset(data)
+
+
+def _check_size(ds: VideoDataset, image_size: int, patch: int, what: str) -> None:
+    H, W = ds.frame_shape[:2]
+    if H != W:
+        raise GenieValueError(f"Frames are {H}x{W}; genie needs square frames: re-collect with --size.")
+    if image_size % patch:
+        raise GenieValueError(
+            f"Frame size {image_size} is not a multiple of the {what} patch {patch}: re-collect with "
+            f"--size {image_size - image_size % patch or patch} or pick another preset."
+        )
+
+
+def _train_config(steps: int, **kw) -> TrainConfig:
+    kw = {k: v for k, v in kw.items() if v is not None}
+    cfg = TrainConfig(steps=steps, **kw)
+    if "warmup" not in kw:
+        cfg = replace(cfg, warmup=min(cfg.warmup, max(1, steps // 10)))
+    return cfg
+
+
+def _data_meta(ds: VideoDataset, data) -> dict:
+    return {"data": str(getattr(ds, "root", data)), "env_id": ds.meta.get("env_id"), "fit": ds.meta.get("fit", "crop")}
+
+
+def train_tokenizer(data, out, preset_name: str = "demo", steps: int = 1000, resume: bool = False,
+                    context: int | None = None, progress: bool = True, **train_kw) -> dict:
+    from tokenizer.model import VideoTokenizer
+
+    ds = _open_data(data)
+    cfg = preset("tokenizer", preset_name, image_size=ds.frame_shape[0], context=context)
+    _check_size(ds, cfg.image_size, cfg.patch, "tokenizer")
+    windows = WindowDataset(ds, cfg.context, "train")
+    model = VideoTokenizer(cfg)
+    summary = train(model, windows, _train_config(steps, **train_kw), out, resume, _data_meta(ds, data),
+                    progress=progress)
+    summary["model"] = model
+    return summary
+
+
+def train_lam(data, out, preset_name: str = "demo", steps: int = 1000, resume: bool = False,
+              context: int | None = None, num_actions: int | None = None, progress: bool = True,
+              **train_kw) -> dict:
+    from genie.lam import LatentActionModel
+
+    ds = _open_data(data)
+    cfg = preset("lam", preset_name, image_size=ds.frame_shape[0], context=context, num_actions=num_actions)
+    _check_size(ds, cfg.image_size, cfg.patch, "LAM")
+    windows = WindowDataset(ds, cfg.context, "train")
+    model = LatentActionModel(cfg)
+    summary = train(model, windows, _train_config(steps, **train_kw), out, resume, _data_meta(ds, data),
+                    progress=progress)
+    summary["model"] = model
+    return summary
+
+
+class FrozenEncoders:
+    """batch_fn for dynamics training: frames -> tokens (frozen tokenizer) + latent actions (frozen LAM)."""
+
+    def __init__(self, tokenizer, lam):
+        self.tokenizer, self.lam = tokenizer.eval(), lam.eval()
+        for p in list(tokenizer.parameters()) + list(lam.parameters()):
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict:
+        frames = batch["frames"]
+        if next(self.tokenizer.parameters()).device != frames.device:
+            self.tokenizer.to(frames.device)
+            self.lam.to(frames.device)
+        with torch.autocast(frames.device.type, enabled=False):
+            batch["tokens"] = self.tokenizer.encode(frames).flatten(2)
+            batch["latent_actions"] = self.lam.infer_actions(frames)
+        return batch
+
+
+def _as_model(m, kind):
+    return m if isinstance(m, torch.nn.Module) else load_model(m, kind)
+
+
+def train_dynamics(data, tokenizer, lam, out, preset_name: str = "demo", steps: int = 1000,
+                   resume: bool = False, context: int | None = None, action_mode: str | None = None,
+                   progress: bool = True, **train_kw) -> dict:
+    from dynamics.model import DynamicsModel
+
+    ds = _open_data(data)
+    tokenizer, lam = _as_model(tokenizer, "tokenizer"), _as_model(lam, "lam")
+    if tokenizer.cfg.image_size != ds.frame_shape[0] or lam.cfg.image_size != ds.frame_shape[0]:
+        raise GenieValueError(
+            f"The data's frames are {ds.frame_shape[0]}px but the tokenizer/LAM were trained on "
+            f"{tokenizer.cfg.image_size}/{lam.cfg.image_size}px: train them on this data first."
+        )
+    cfg = preset("dynamics", preset_name, grid=tokenizer.cfg.grid, vocab_size=tokenizer.cfg.codebook_size,
+                 num_actions=lam.cfg.num_actions, action_dim=lam.cfg.code_dim, context=context,
+                 action_mode=action_mode)
+    windows = WindowDataset(ds, cfg.context, "train")
+    model = DynamicsModel(cfg)
+    model.set_action_codes(lam.action_vectors())
+    summary = train(model, windows, _train_config(steps, **train_kw), out, resume, _data_meta(ds, data),
+                    batch_fn=FrozenEncoders(tokenizer, lam), progress=progress)
+    summary["model"] = model
+    return summary
+
+
+def _finished(run: Path, steps: int) -> bool:
+    f = run / "trainer.json"
+    return f.exists() and json.loads(f.read_text()).get("step", 0) >= steps
+
+
+def _stage(fn, run: Path, steps: int, resume: bool, kind: str, **kw):
+    if resume and _finished(run, steps):
+        return {"model": load_model(run, kind), "skipped": True}
+    return fn(out=run, steps=steps, resume=resume and (run / "trainer.json").exists(), **kw)
+
+
+def save_prompts(ds: VideoDataset, folder: Path, count: int = 4) -> list[str]:
+    """First frames of held-out episodes (or of any) as PNG prompt images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    episodes = ds.split_episodes("val") or ds.split_episodes("all")
+    names = []
+    for k, e in enumerate(episodes[:count]):
+        frames = ds.episode(e)["frames"]
+        frame = np.asarray(frames[min(len(frames) - 1, 8)])
+        name = f"prompt_{k}.png"
+        Image.fromarray(frame).save(folder / name)
+        names.append(name)
+    return names
+
+
+def train_world(data, out, preset_name: str = "demo", steps: int = 1000, resume: bool = False,
+                context: int | None = None, action_mode: str | None = None, num_actions: int | None = None,
+                progress: bool = True, **train_kw) -> dict:
+    """Tokenizer, then LAM, then dynamics (LAM and tokenizer frozen) into one world folder."""
+    from genie.world import save_world
+
+    ds = _open_data(data)
+    out = Path(out)
+    if (out / "world.json").exists() and not resume:
+        raise GenieValueError(f"{out} already holds a world: pass --resume to continue, or pick a new --out.")
+    runs = out / "train"
+    common = dict(preset_name=preset_name, context=context, progress=progress, **train_kw)
+    tok = _stage(train_tokenizer, runs / "tokenizer", steps, resume, "tokenizer", data=ds, **common)["model"]
+    lam = _stage(train_lam, runs / "lam", steps, resume, "lam", data=ds, num_actions=num_actions, **common)["model"]
+    dyn_summary = _stage(train_dynamics, runs / "dynamics", steps, resume, "dynamics", data=ds, tokenizer=tok,
+                         lam=lam, action_mode=action_mode, **common)
+    dyn = dyn_summary["model"]
+    info = {
+        "env_id": ds.meta.get("env_id"),
+        "env_kwargs": ds.meta.get("env_kwargs") or {},
+        "fit": ds.meta.get("fit", "crop"),
+        "real_num_actions": ds.meta.get("num_actions"),
+        "preset": preset_name,
+        "steps_per_model": steps,
+        "maskgit_steps": dyn.cfg.maskgit_steps,
+        "temperature": dyn.cfg.temperature,
+        "data": str(getattr(ds, "root", data)),
+    }
+    if (out / "prompts").exists():
+        shutil.rmtree(out / "prompts")
+    info["prompts"] = save_prompts(ds, out / "prompts")
+    save_world(out, tok.cpu(), dyn.cpu(), lam.cpu(), info)
+    return {"out": str(out), "info": info}
