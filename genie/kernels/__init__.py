@@ -71,19 +71,23 @@ def reset_triton() -> None:
 def _triton(device: torch.device):
     """The Triton kernel modules, imported on first use; a clear error where they cannot run."""
     if not _triton_installed():
-        raise KernelUnavailableError("GENIE_KERNELS=triton needs the triton package: pip install triton, "
-                                     "or unset GENIE_KERNELS to use the PyTorch reference.")
+        raise KernelUnavailableError(
+            "GENIE_KERNELS=triton needs the triton package: pip install triton, "
+            "or unset GENIE_KERNELS to use the PyTorch reference."
+        )
     loaded = "genie.kernels._triton_common" in sys.modules
     interpret_env = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes")
     if device.type != "cuda" and not loaded and not interpret_env:
         raise KernelUnavailableError(
             "GENIE_KERNELS=triton on a CPU needs TRITON_INTERPRET=1 set before the first Triton call "
-            "(Triton's interpreter: slow, for tests); on a CPU unset GENIE_KERNELS to use the reference.")
+            "(Triton's interpreter: slow, for tests); on a CPU unset GENIE_KERNELS to use the reference."
+        )
     mods = {m: importlib.import_module(f"genie.kernels.{m}") for m in _MODULES}
     if device.type != "cuda" and not mods["_triton_common"].INTERPRETED:
         raise KernelUnavailableError(
             "The Triton kernels were compiled for CUDA in this process, so they cannot run on CPU tensors; "
-            "set TRITON_INTERPRET=1 and call genie.kernels.reset_triton() first, or use CUDA tensors.")
+            "set TRITON_INTERPRET=1 and call genie.kernels.reset_triton() first, or use CUDA tensors."
+        )
     return mods
 
 
@@ -148,7 +152,8 @@ def maskgit_update(logits, tokens, masked, gumbel, temperature: float, num_to_ke
         raise GenieValueError(f"MaskGIT temperature must be > 0, got {temperature}.")
     if backend("maskgit_update", logits.device) == "triton":
         return _triton(logits.device)["_triton_tokens"].maskgit_update(
-            logits, tokens, masked, gumbel, temperature, num_to_keep_masked)
+            logits, tokens, masked, gumbel, temperature, num_to_keep_masked
+        )
     return reference.maskgit_update(logits, tokens, masked, gumbel, temperature, num_to_keep_masked)
 
 

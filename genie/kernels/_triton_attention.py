@@ -23,10 +23,34 @@ from genie.kernels._triton_common import LAUNCHES, dot_precision, next_pow2
 
 
 @triton.jit
-def _attend_block_range(q, m_i, l_i, acc, K_base, V_base, skl, skd, svl, svd, n_keys, pos0, q_pos, offs_m,
-                        MASK, sml, smk, Lq, D, window, scale,
-                        HAS_MASK: tl.constexpr, BAND: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+def _attend_block_range(
+    q,
+    m_i,
+    l_i,
+    acc,
+    K_base,
+    V_base,
+    skl,
+    skd,
+    svl,
+    svd,
+    n_keys,
+    pos0,
+    q_pos,
+    offs_m,
+    MASK,
+    sml,
+    smk,
+    Lq,
+    D,
+    window,
+    scale,
+    HAS_MASK: tl.constexpr,
+    BAND: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PREC: tl.constexpr,
+):
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     for start in range(0, n_keys, BLOCK_N):
@@ -41,8 +65,11 @@ def _attend_block_range(q, m_i, l_i, acc, K_base, V_base, skl, skd, svl, svd, n_
             diff = q_pos[:, None] - k_pos[None, :]
             visible = visible & (diff >= 0) & (diff < window)
         if HAS_MASK:
-            allowed = tl.load(MASK + offs_m[:, None] * sml + k_pos[None, :] * smk,
-                              mask=(offs_m[:, None] < Lq) & visible, other=0)
+            allowed = tl.load(
+                MASK + offs_m[:, None] * sml + k_pos[None, :] * smk,
+                mask=(offs_m[:, None] < Lq) & visible,
+                other=0,
+            )
             visible = visible & (allowed != 0)
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -56,13 +83,62 @@ def _attend_block_range(q, m_i, l_i, acc, K_base, V_base, skl, skd, svl, svd, n_
 
 
 @triton.jit
-def _attention_fwd(Q, K, V, PK, PV, O, MASK,
-                   sq1, sq2, sq3, sql, sqd, sk1, sk2, sk3, skl, skd, sv1, sv2, sv3, svl, svd,
-                   spk1, spk2, spk3, spkl, spkd, spv1, spv2, spv3, spvl, spvd,
-                   so1, so2, so3, sol, sod, sml, smk,
-                   Z2, Z3, Lq, Lk, Tp, D, window, scale,
-                   HAS_MASK: tl.constexpr, BAND: tl.constexpr, HAS_PAST: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+def _attention_fwd(
+    Q,
+    K,
+    V,
+    PK,
+    PV,
+    O,
+    MASK,
+    sq1,
+    sq2,
+    sq3,
+    sql,
+    sqd,
+    sk1,
+    sk2,
+    sk3,
+    skl,
+    skd,
+    sv1,
+    sv2,
+    sv3,
+    svl,
+    svd,
+    spk1,
+    spk2,
+    spk3,
+    spkl,
+    spkd,
+    spv1,
+    spv2,
+    spv3,
+    spvl,
+    spvd,
+    so1,
+    so2,
+    so3,
+    sol,
+    sod,
+    sml,
+    smk,
+    Z2,
+    Z3,
+    Lq,
+    Lk,
+    Tp,
+    D,
+    window,
+    scale,
+    HAS_MASK: tl.constexpr,
+    BAND: tl.constexpr,
+    HAS_PAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    PREC: tl.constexpr,
+):
     z = tl.program_id(0).to(tl.int64)
     z3 = z % Z3
     z2 = (z // Z3) % Z2
@@ -70,24 +146,78 @@ def _attention_fwd(Q, K, V, PK, PV, O, MASK,
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     q_mask = (offs_m[:, None] < Lq) & (offs_d[None, :] < D)
-    q = tl.load(Q + z1 * sq1 + z2 * sq2 + z3 * sq3 + offs_m[:, None] * sql + offs_d[None, :] * sqd,
-                mask=q_mask, other=0.0)
+    q = tl.load(
+        Q + z1 * sq1 + z2 * sq2 + z3 * sq3 + offs_m[:, None] * sql + offs_d[None, :] * sqd,
+        mask=q_mask,
+        other=0.0,
+    )
     q_pos = Tp + offs_m  # query positions count the cached frames first
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if HAS_PAST:
         m_i, l_i, acc = _attend_block_range(
-            q, m_i, l_i, acc, PK + z1 * spk1 + z2 * spk2 + z3 * spk3, PV + z1 * spv1 + z2 * spv2 + z3 * spv3,
-            spkl, spkd, spvl, spvd, Tp, 0, q_pos, offs_m, MASK, sml, smk, Lq, D, window, scale,
-            HAS_MASK, BAND, BLOCK_N, BLOCK_D, PREC)
+            q,
+            m_i,
+            l_i,
+            acc,
+            PK + z1 * spk1 + z2 * spk2 + z3 * spk3,
+            PV + z1 * spv1 + z2 * spv2 + z3 * spv3,
+            spkl,
+            spkd,
+            spvl,
+            spvd,
+            Tp,
+            0,
+            q_pos,
+            offs_m,
+            MASK,
+            sml,
+            smk,
+            Lq,
+            D,
+            window,
+            scale,
+            HAS_MASK,
+            BAND,
+            BLOCK_N,
+            BLOCK_D,
+            PREC,
+        )
     m_i, l_i, acc = _attend_block_range(
-        q, m_i, l_i, acc, K + z1 * sk1 + z2 * sk2 + z3 * sk3, V + z1 * sv1 + z2 * sv2 + z3 * sv3,
-        skl, skd, svl, svd, Lk, Tp, q_pos, offs_m, MASK, sml, smk, Lq, D, window, scale,
-        HAS_MASK, BAND, BLOCK_N, BLOCK_D, PREC)
+        q,
+        m_i,
+        l_i,
+        acc,
+        K + z1 * sk1 + z2 * sk2 + z3 * sk3,
+        V + z1 * sv1 + z2 * sv2 + z3 * sv3,
+        skl,
+        skd,
+        svl,
+        svd,
+        Lk,
+        Tp,
+        q_pos,
+        offs_m,
+        MASK,
+        sml,
+        smk,
+        Lq,
+        D,
+        window,
+        scale,
+        HAS_MASK,
+        BAND,
+        BLOCK_N,
+        BLOCK_D,
+        PREC,
+    )
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-    tl.store(O + z1 * so1 + z2 * so2 + z3 * so3 + offs_m[:, None] * sol + offs_d[None, :] * sod,
-             out.to(O.dtype.element_ty), mask=q_mask)
+    tl.store(
+        O + z1 * so1 + z2 * so2 + z3 * so3 + offs_m[:, None] * sol + offs_d[None, :] * sod,
+        out.to(O.dtype.element_ty),
+        mask=q_mask,
+    )
 
 
 def _launch(q, k, v, out, strides, Z, Lq, Lk, D, mask=None, band_window=None, past=None):
@@ -105,11 +235,36 @@ def _launch(q, k, v, out, strides, Z, Lq, Lk, D, mask=None, band_window=None, pa
     BLOCK_N = min(64, next_pow2(Lk + Tp))
     grid = (Z1 * Z2 * Z3, triton.cdiv(Lq, BLOCK_M))
     _attention_fwd[grid](
-        q, k, v, pk, pv, out, mask_arg,
-        *strides["q"], *strides["k"], *strides["v"], *pk_s, *pv_s, *strides["o"], sml, smk,
-        Z2, Z3, Lq, Lk, Tp, D, band_window if band_window is not None else 0, 1.0 / math.sqrt(D),
-        HAS_MASK=mask is not None, BAND=band_window is not None, HAS_PAST=Tp > 0,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=next_pow2(D), PREC=dot_precision(q.dtype),
+        q,
+        k,
+        v,
+        pk,
+        pv,
+        out,
+        mask_arg,
+        *strides["q"],
+        *strides["k"],
+        *strides["v"],
+        *pk_s,
+        *pv_s,
+        *strides["o"],
+        sml,
+        smk,
+        Z2,
+        Z3,
+        Lq,
+        Lk,
+        Tp,
+        D,
+        band_window if band_window is not None else 0,
+        1.0 / math.sqrt(D),
+        HAS_MASK=mask is not None,
+        BAND=band_window is not None,
+        HAS_PAST=Tp > 0,
+        BLOCK_M=BLOCK_M,
+        BLOCK_N=BLOCK_N,
+        BLOCK_D=next_pow2(D),
+        PREC=dot_precision(q.dtype),
     )
     return out
 
@@ -138,6 +293,7 @@ def st_attention(qkv, axis: str, window: int, past_k=None, past_v=None):
     out = torch.empty(B, T, N, H, D, device=qkv.device, dtype=qkv.dtype)
     LAUNCHES["st_attention"] += 1
     if axis == "spatial":  # sequences indexed by (b, t, h), running over n
+
         def s(t):
             return (t.stride(0), t.stride(1), t.stride(3), t.stride(2), t.stride(4))
 

@@ -14,8 +14,27 @@ from genie.kernels._triton_common import LAUNCHES, next_pow2
 
 
 @triton.jit
-def _rms_norm_fwd(X, R, W, Y, S, n_rows, D, d1, d2, d3, sx0, sx1, sx2, sx3, sxd, eps,
-                  HAS_RESIDUAL: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+def _rms_norm_fwd(
+    X,
+    R,
+    W,
+    Y,
+    S,
+    n_rows,
+    D,
+    d1,
+    d2,
+    d3,
+    sx0,
+    sx1,
+    sx2,
+    sx3,
+    sxd,
+    eps,
+    HAS_RESIDUAL: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_D)
     # row index -> offset through up to 4 strided leading dims (sizes d0 x d1 x d2 x d3)
@@ -46,9 +65,23 @@ def _launch(x, residual, weight, eps, y, total, lead_sizes, lead_strides, d_stri
     BLOCK_R = max(1, min(64, 4096 // BLOCK_D))
     d1, d2, d3 = lead_sizes[1:]
     _rms_norm_fwd[(triton.cdiv(n_rows, BLOCK_R),)](
-        x, residual if residual is not None else x, weight, y, total if total is not None else y,
-        n_rows, D, d1, d2, d3, *lead_strides, d_stride, eps,
-        HAS_RESIDUAL=residual is not None, BLOCK_R=BLOCK_R, BLOCK_D=BLOCK_D)
+        x,
+        residual if residual is not None else x,
+        weight,
+        y,
+        total if total is not None else y,
+        n_rows,
+        D,
+        d1,
+        d2,
+        d3,
+        *lead_strides,
+        d_stride,
+        eps,
+        HAS_RESIDUAL=residual is not None,
+        BLOCK_R=BLOCK_R,
+        BLOCK_D=BLOCK_D,
+    )
 
 
 def _leading(x):

@@ -24,8 +24,20 @@ from genie.kernels._triton_common import LAUNCHES, next_pow2
 
 
 @triton.jit
-def _maskgit_sample_fwd(LOGITS, GUMBEL, TOKENS, MASKED, NEW_TOKENS, CONF, V, slr, sgr, temperature,
-                        HAS_GUMBEL: tl.constexpr, BLOCK_V: tl.constexpr):
+def _maskgit_sample_fwd(
+    LOGITS,
+    GUMBEL,
+    TOKENS,
+    MASKED,
+    NEW_TOKENS,
+    CONF,
+    V,
+    slr,
+    sgr,
+    temperature,
+    HAS_GUMBEL: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
     row = tl.program_id(0).to(tl.int64)
     is_masked = tl.load(MASKED + row) != 0
     offs = tl.arange(0, BLOCK_V)
@@ -39,7 +51,9 @@ def _maskgit_sample_fwd(LOGITS, GUMBEL, TOKENS, MASKED, NEW_TOKENS, CONF, V, slr
     for start in range(0, V, BLOCK_V):
         cols = start + offs
         live = (cols < V) & masked_lanes
-        scaled = tl.load(LOGITS + row * slr + cols, mask=live, other=float("-inf")).to(tl.float32) / temperature
+        scaled = (
+            tl.load(LOGITS + row * slr + cols, mask=live, other=float("-inf")).to(tl.float32) / temperature
+        )
         if HAS_GUMBEL:
             noisy = scaled + tl.load(GUMBEL + row * sgr + cols, mask=live, other=0.0).to(tl.float32)
         else:
@@ -80,9 +94,20 @@ def maskgit_sample(logits, tokens, masked, gumbel, temperature: float):
     new_tokens = torch.empty(B * N, device=logits.device, dtype=torch.long)
     confidence = torch.empty(B * N, device=logits.device, dtype=torch.float32)
     if B * N > 0:
-        _maskgit_sample_fwd[(B * N,)](lg, g, tok, msk, new_tokens, confidence, V, lg.stride(0), g.stride(0),
-                                      float(temperature), HAS_GUMBEL=gumbel is not None,
-                                      BLOCK_V=min(1024, next_pow2(V)))
+        _maskgit_sample_fwd[(B * N,)](
+            lg,
+            g,
+            tok,
+            msk,
+            new_tokens,
+            confidence,
+            V,
+            lg.stride(0),
+            g.stride(0),
+            float(temperature),
+            HAS_GUMBEL=gumbel is not None,
+            BLOCK_V=min(1024, next_pow2(V)),
+        )
     return new_tokens.view(B, N), confidence.view(B, N)
 
 
@@ -106,7 +131,9 @@ def _xent_fwd(LOGITS, TARGETS, LOSS, LSE, V, slr, ignore_index, BLOCK_V: tl.cons
     lane_sum = tl.zeros([BLOCK_V], tl.float32)
     for start in range(0, V, BLOCK_V):
         cols = start + offs
-        x = tl.load(LOGITS + row * slr + cols, mask=(cols < V) & counted_lanes, other=float("-inf")).to(tl.float32)
+        x = tl.load(LOGITS + row * slr + cols, mask=(cols < V) & counted_lanes, other=float("-inf")).to(
+            tl.float32
+        )
         new_max = tl.maximum(lane_max, x)
         safe = tl.where(new_max == float("-inf"), 0.0, new_max)
         lane_sum = lane_sum * tl.exp(lane_max - safe) + tl.exp(x - safe)
@@ -163,8 +190,18 @@ class _TokenCrossEntropy(torch.autograd.Function):
         scale = (grad_out.float() / count).reshape(1)
         grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
         if M > 0:
-            _xent_bwd[(M,)](logits, targets, lse, scale, grad, V, logits.stride(0), grad.stride(0),
-                            ctx.ignore_index, BLOCK_V=ctx.block)
+            _xent_bwd[(M,)](
+                logits,
+                targets,
+                lse,
+                scale,
+                grad,
+                V,
+                logits.stride(0),
+                grad.stride(0),
+                ctx.ignore_index,
+                BLOCK_V=ctx.block,
+            )
         return grad, None, None
 
 

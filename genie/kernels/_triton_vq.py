@@ -15,21 +15,43 @@ from genie.kernels._triton_common import LAUNCHES, dot_precision, next_pow2
 
 
 @triton.jit
-def _vq_nearest_fwd(X, C, OUT, M, Kc, Cd, sxm, sxc, scm, scc,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, PREC: tl.constexpr):
+def _vq_nearest_fwd(
+    X,
+    C,
+    OUT,
+    M,
+    Kc,
+    Cd,
+    sxm,
+    sxc,
+    scm,
+    scc,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    PREC: tl.constexpr,
+):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_c = tl.arange(0, BLOCK_C)
-    x = tl.load(X + rows[:, None] * sxm + offs_c[None, :] * sxc,
-                mask=(rows[:, None] < M) & (offs_c[None, :] < Cd), other=0.0).to(tl.float32)
+    x = tl.load(
+        X + rows[:, None] * sxm + offs_c[None, :] * sxc,
+        mask=(rows[:, None] < M) & (offs_c[None, :] < Cd),
+        other=0.0,
+    ).to(tl.float32)
     x2 = tl.sum(x * x, 1)
     best = tl.full([BLOCK_M], float("inf"), tl.float32)
     best_idx = tl.zeros([BLOCK_M], tl.int32)
     for start in range(0, Kc, BLOCK_N):
         codes = start + tl.arange(0, BLOCK_N)
-        c = tl.load(C + codes[:, None] * scm + offs_c[None, :] * scc,
-                    mask=(codes[:, None] < Kc) & (offs_c[None, :] < Cd), other=0.0).to(tl.float32)
+        c = tl.load(
+            C + codes[:, None] * scm + offs_c[None, :] * scc,
+            mask=(codes[:, None] < Kc) & (offs_c[None, :] < Cd),
+            other=0.0,
+        ).to(tl.float32)
         c2 = tl.sum(c * c, 1)
-        d = x2[:, None] - 2.0 * tl.dot(x, tl.trans(c), input_precision=PREC) + c2[None, :]  # (BLOCK_M, BLOCK_N)
+        d = (
+            x2[:, None] - 2.0 * tl.dot(x, tl.trans(c), input_precision=PREC) + c2[None, :]
+        )  # (BLOCK_M, BLOCK_N)
         d = tl.where(codes[None, :] < Kc, d, float("inf"))
         tile_min = tl.min(d, 1)
         tile_idx = tl.argmin(d, 1, tie_break_left=True) + start
@@ -51,6 +73,19 @@ def vq_nearest(x, codebook):
     BLOCK_M = 64 if BLOCK_C <= 64 else 32
     BLOCK_N = 64 if BLOCK_C <= 64 else 32
     _vq_nearest_fwd[(triton.cdiv(M, BLOCK_M),)](
-        x, codebook, out, M, Kc, Cd, x.stride(0), x.stride(1), codebook.stride(0), codebook.stride(1),
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_C=BLOCK_C, PREC=dot_precision(torch.float32))
+        x,
+        codebook,
+        out,
+        M,
+        Kc,
+        Cd,
+        x.stride(0),
+        x.stride(1),
+        codebook.stride(0),
+        codebook.stride(1),
+        BLOCK_M=BLOCK_M,
+        BLOCK_N=BLOCK_N,
+        BLOCK_C=BLOCK_C,
+        PREC=dot_precision(torch.float32),
+    )
     return out

@@ -33,7 +33,11 @@ def rms_norm_residual(x, residual, weight, eps: float = 1e-6):
 
 def vq_nearest(x, codebook):
     """x (M, C), codebook (Kc, C) -> indices (M,) of the nearest code (squared L2), ties to lowest index."""
-    d = x.float().pow(2).sum(-1, keepdim=True) - 2 * x.float() @ codebook.float().t() + codebook.float().pow(2).sum(-1)
+    d = (
+        x.float().pow(2).sum(-1, keepdim=True)
+        - 2 * x.float() @ codebook.float().t()
+        + codebook.float().pow(2).sum(-1)
+    )
     return d.argmin(-1)
 
 
@@ -102,8 +106,10 @@ def check_st_attention_args(qkv, axis: str, window: int, past_k, past_v) -> None
         B, _, N, _, H, K = qkv.shape
         for name, p in (("past_k", past_k), ("past_v", past_v)):
             if p.dim() != 5 or (p.shape[0], p.shape[2], p.shape[3], p.shape[4]) != (B, N, H, K):
-                raise GenieValueError(f"{name} must have shape (B, Tp, N, H, K) = ({B}, Tp, {N}, {H}, {K}), "
-                                      f"got {tuple(p.shape)}.")
+                raise GenieValueError(
+                    f"{name} must have shape (B, Tp, N, H, K) = ({B}, Tp, {N}, {H}, {K}), "
+                    f"got {tuple(p.shape)}."
+                )
     if axis == "temporal" and window < 1:
         raise GenieValueError(f"st_attention window must be >= 1 frame, got {window}.")
 
