@@ -1,0 +1,223 @@
+"""Time every genie kernel on the current device at the CoinRun-size shapes, against the PyTorch paths.
+
+    python benchmarks/kernels.py            # batch 1, 16, 256 at 16 frames x 256 tokens (a GPU job)
+    python benchmarks/kernels.py --quick    # one small shape per kernel (fine on a CPU)
+
+Candidates per kernel: `eager` (the reference in genie/kernels/reference.py; for attention that is
+SDPA, with a hand-written `math` softmax(QK^T)V as the eager alternative), `compile` (torch.compile of
+the reference; on by default on CUDA, `--compile` on CPU where it takes minutes) and `triton` (CUDA
+only: on CPU Triton runs only through its interpreter, which checks correctness and says nothing about
+speed). Times are medians of torch.utils.benchmark blocked_autorange (which synchronizes CUDA). The
+last column is the best alternative's time divided by this row's: > 1 means faster than every other
+candidate. Traffic (GB/s) counts the bytes a fused kernel must move at least; attention counts dense
+4*L_q*L_k*K flops per head (TFLOP/s), masked-out pairs included.
+
+Shapes (CoinRun world): T 16 frames, N 256 tokens/frame, D 512, H 8 heads of K 64, V 1024 token
+logits, codebook 1024 x 32. B = batch of clips (training) or of environments (stepping).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.utils import benchmark
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from genie import kernels
+from genie.kernels import reference as ref
+
+
+def time_ms(fn, min_run_time: float) -> float:
+    fn()  # warm-up: compilation, autotuning, allocator
+    m = benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
+    return m.median * 1e3
+
+
+def math_attention(q, k, v, attn_mask=None):
+    s = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    if attn_mask is not None:
+        s = s.masked_fill(~attn_mask, float("-inf"))
+    return s.softmax(-1) @ v
+
+
+def band(Lq: int, Lk: int, window: int, device) -> torch.Tensor:
+    diff = torch.arange(Lk - Lq, Lk, device=device)[:, None] - torch.arange(Lk, device=device)[None, :]
+    return (diff >= 0) & (diff < window)
+
+
+def cases(B: int, T: int, N: int, device, dtype):
+    """(kernel, label, {candidate: fn}, work, unit) for one batch size."""
+    H, K, D, V, Kc, C, W = 8, 64, 512, 1024, 1024, 32, 16
+    tri = kernels._triton(device) if device.type == "cuda" else None
+    out = []
+
+    def rnd(*shape, dt=dtype):
+        return torch.randn(*shape, device=device, dtype=dt)
+
+    # --- attention on (B', H, L, K) tensors, as nn.Attention calls it today ---
+    for label, Bp, Lq, Lk, mask in (
+        (f"spatial B'={B * T} L={N}", B * T, N, N, None),
+        (f"temporal B'={B * N} L={T}", B * N, T, T, band(T, T, W, device)),
+        (f"decode B'={B * N} 1x{T - 1}", B * N, 1, T - 1, None),
+    ):
+        q, k, v = rnd(Bp, H, Lq, K), rnd(Bp, H, Lk, K), rnd(Bp, H, Lk, K)
+        fns = {
+            "math": lambda q=q, k=k, v=v, m=mask: math_attention(q, k, v, m),
+            "eager": lambda q=q, k=k, v=v, m=mask: ref.attention(q, k, v, m),
+        }
+        if tri:
+            fns["triton"] = lambda q=q, k=k, v=v, m=mask: tri["_triton_attention"].attention(q, k, v, m)
+        out.append(("attention", label, fns, 4 * Bp * H * Lq * Lk * K, "TFLOP/s"))
+    # --- attention read in place from one (B, T, N, 3, H, K) projection ---
+    for label, axis, Tq, Tp in (
+        (f"spatial B={B}", "spatial", T, 0),
+        (f"temporal B={B}", "temporal", T, 0),
+        (f"decode B={B} Tp={T - 1}", "temporal", 1, T - 1),
+    ):
+        qkv = rnd(B, Tq, N, 3 * H * K).view(B, Tq, N, 3, H, K)
+        pk = rnd(B, Tp, N, H, K) if Tp else None
+        pv = rnd(B, Tp, N, H, K) if Tp else None
+        L = N if axis == "spatial" else Tq
+        Lk = N if axis == "spatial" else Tq + Tp
+        fns = {"eager": lambda a=qkv, x=axis, pk=pk, pv=pv: ref.st_attention(a, x, W, pk, pv)}
+        if tri:
+            fns["triton"] = lambda a=qkv, x=axis, pk=pk, pv=pv: tri["_triton_attention"].st_attention(
+                a, x, W, pk, pv
+            )
+        n_seq = B * (Tq if axis == "spatial" else N) * H
+        out.append(("st_attention", label, fns, 4 * n_seq * L * Lk * K, "TFLOP/s"))
+    # --- norms over the residual stream (B*T*N, D) ---
+    M = B * T * N
+    x, r, w = rnd(M, D), rnd(M, D), rnd(D)
+    fns = {"eager": lambda: ref.rms_norm(x, w, 1e-6)}
+    if tri:
+        fns["triton"] = lambda: tri["_triton_norm"].rms_norm(x, w, 1e-6)
+    out.append(("rms_norm", f"({M}, {D})", fns, 2 * x.numel() * x.element_size(), "GB/s"))
+    fns = {"eager": lambda: ref.rms_norm_residual(x, r, w, 1e-6)}
+    if tri:
+        fns["triton"] = lambda: tri["_triton_norm"].rms_norm_residual(x, r, w, 1e-6)
+    out.append(("rms_norm_residual", f"({M}, {D})", fns, 4 * x.numel() * x.element_size(), "GB/s"))
+    # --- vector quantization of every token of a clip ---
+    z, cb = (
+        F.normalize(rnd(M, C, dt=torch.float32), dim=-1),
+        F.normalize(rnd(Kc, C, dt=torch.float32), dim=-1),
+    )
+    fns = {"eager": lambda: ref.vq_nearest(z, cb)}
+    if tri:
+        fns["triton"] = lambda: tri["_triton_vq"].vq_nearest(z, cb)
+    out.append(("vq_nearest", f"({M}, {C}) x {Kc}", fns, 4 * (z.numel() + cb.numel()) + 8 * M, "GB/s"))
+    # --- one MaskGIT step over one new frame per environment ---
+    logits, gumbel = (
+        rnd(B, N, V),
+        -torch.log(-torch.log(torch.rand(B, N, V, device=device).clamp(1e-9, 1 - 1e-9))),
+    )
+    tokens = torch.randint(0, V, (B, N), device=device)
+    masked = torch.rand(B, N, device=device) < 0.5
+    keep = torch.full((B,), N // 4, device=device, dtype=torch.long)
+    fns = {"eager": lambda: ref.maskgit_update(logits, tokens, masked, gumbel, 1.0, keep)}
+    if tri:
+        fns["triton"] = lambda: tri["_triton_tokens"].maskgit_update(
+            logits, tokens, masked, gumbel, 1.0, keep
+        )
+    out.append(
+        (
+            "maskgit_update",
+            f"({B}, {N}, {V})",
+            fns,
+            logits.numel() * logits.element_size() + gumbel.numel() * 4,
+            "GB/s",
+        )
+    )
+    # --- token cross-entropy, forward + backward, over the tokens of one frame per clip ---
+    Mx = B * N
+    lg = rnd(Mx, V).requires_grad_()
+    tg = torch.randint(0, V, (Mx,), device=device)
+
+    def fwd_bwd(f):
+        def run():
+            lg.grad = None
+            f(lg, tg).backward()
+
+        return run
+
+    fns = {"eager": fwd_bwd(ref.token_cross_entropy)}
+    if tri:
+        fns["triton"] = fwd_bwd(tri["_triton_tokens"].token_cross_entropy)
+    out.append(
+        ("token_cross_entropy", f"fwd+bwd ({Mx}, {V})", fns, 3 * lg.numel() * lg.element_size(), "GB/s")
+    )
+    return out
+
+
+def add_compiled(fns: dict) -> dict:
+    base = fns.get("eager")
+    if base is not None:
+        fns["compile"] = torch.compile(base, dynamic=False)
+    return fns
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="one small shape per kernel (B 1, T 4, N 64)")
+    p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default 1 16 256)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="include torch.compile (default: on CUDA only)",
+    )
+    p.add_argument("--only", nargs="+", default=None, help="kernel names to run")
+    args = p.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    use_compile = device.type == "cuda" if args.compile is None else args.compile
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    T, N = (4, 64) if args.quick else (16, 256)
+    batches = args.batch or ([1] if args.quick else [1, 16, 256])
+    min_run = 0.2 if args.quick else 1.0
+    name = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"{platform.processor() or 'cpu'}, {os.cpu_count()} cores"
+    )
+    print(
+        f"# genie kernels, {datetime.date.today()} on {device.type} ({name}); torch {torch.__version__}, "
+        f"dtype {dtype}, T {T}, N {N}, torch threads {torch.get_num_threads()}"
+    )
+    if device.type != "cuda":
+        print("# Triton needs CUDA: on this device only the PyTorch paths are timed.")
+    if not use_compile:
+        print("# torch.compile not timed (pass --compile).")
+    rows = []
+    torch.manual_seed(0)
+    for B in batches:
+        for kernel, label, fns, work, unit in cases(B, T, N, device, dtype):
+            if args.only and kernel not in args.only:
+                continue
+            if use_compile:
+                fns = add_compiled(fns)
+            times = {}
+            for cand, fn in fns.items():
+                try:
+                    times[cand] = time_ms(fn, min_run)
+                except Exception as e:  # noqa: BLE001 - report, keep benchmarking the rest
+                    print(f"# {kernel} {label} {cand}: failed: {type(e).__name__}: {str(e)[:120]}")
+            for cand, t in times.items():
+                others = [v for c, v in times.items() if c != cand]
+                rate = work / (t * 1e-3) / (1e12 if unit == "TFLOP/s" else 1e9)
+                vs = f"{min(others) / t:.2f}" if others else "-"
+                rows.append((kernel, label, cand, t, f"{rate:.3g} {unit}", vs))
+    print("\n| kernel | shape | candidate | time (ms) | achieved | best other / this |")
+    print("|---|---|---|---:|---:|---:|")
+    for kernel, label, cand, t, rate, vs in rows:
+        print(f"| {kernel} | {label} | {cand} | {t:.3f} | {rate} | {vs} |")
+
+
+if __name__ == "__main__":
+    main()
