@@ -29,7 +29,8 @@ def num_masked_after(step: int, steps: int, n: int) -> int:
 
 def gumbel_noise(shape, generator: torch.Generator | None, device) -> torch.Tensor:
     u = torch.rand(shape, generator=generator, device=generator.device if generator is not None else device)
-    return -torch.log(-torch.log(u.clamp(1e-20, 1.0)).clamp(min=1e-20)).to(device)
+    u = u.clamp(1e-10, 1.0 - 1e-7)  # keep both logs finite
+    return (-torch.log(-torch.log(u))).to(device)
 
 
 @torch.no_grad()
@@ -44,6 +45,7 @@ def sample_frame(logits_fn, B: int, N: int, mask_id: int, steps: int, temperatur
         noise = None if last or temperature <= 0 else gumbel_noise(logits.shape, generator, device)
         keep = torch.full((B,), 0 if last else num_masked_after(s, steps, N), dtype=torch.long, device=device)
         tokens, masked = kernels.maskgit_update(logits, tokens, masked, noise, max(temperature, 1e-6), keep)
+        tokens = tokens.masked_fill(masked, mask_id)  # still-masked positions are MASK for the next step
     return tokens
 
 

@@ -5,8 +5,10 @@ Letters: B batch, T frames, N patches per frame, D width, C action code dim, A n
 Action/frame alignment (the contract every part of genie follows):
     latent_actions[:, t] is the action that moves frame t to frame t+1, for t = 0..T-2.
 
-    encoder:  x_0..x_{T-1} (causal ST) + one learned action-query token per frame. The query output at
-              frame t+1 (it has seen x_0..x_{t+1}) is quantized to a_t.
+    encoder:  x_0..x_{T-1}, each with its difference from the previous frame (zero for x_0), causal
+              ST, plus one learned action-query token per frame. The query output at frame t+1 (it has
+              seen x_0..x_{t+1}) is quantized to a_t. The explicit difference makes motion visible to
+              the first layer; without it the LAM tends to collapse onto one code early in training.
     decoder:  x_0..x_{T-2} + embedding of a_t added to frame t's patches (causal ST) -> x_{t+1},
               predicted as a residual on x_t so the decoder spends its capacity on what changed.
 Only the codebook (a_t -> vector) is needed at play time; the dynamics keeps a frozen copy of it.
@@ -35,12 +37,12 @@ class LatentActionModel(nn.Module):
         self.cfg = cfg
         N, D, patch_dim = cfg.grid**2, cfg.d_model, cfg.patch * cfg.patch * 3
         # --- encoder: sees x_0..x_{t+1}, emits a_t ---
-        self.enc_in = nn.Linear(patch_dim, D)
+        self.enc_in = nn.Linear(2 * patch_dim, D)  # frame and its temporal difference
         self.enc_pos = nn.Parameter(torch.zeros(N + 1, D))  # slot 0: the action query
         self.action_query = nn.Parameter(torch.zeros(D))
         self.encoder = STTransformer(D, cfg.depth, cfg.heads, cfg.context)
         self.enc_out = nn.Linear(D, cfg.code_dim)
-        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment, reset_every=25)
+        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment, usage_decay=0.9, reset_every=10)
         # --- decoder: x_0..x_t and a_t predict x_{t+1} ---
         self.dec_in = nn.Linear(patch_dim, D)
         self.dec_pos = nn.Parameter(torch.zeros(N, D))
@@ -62,7 +64,8 @@ class LatentActionModel(nn.Module):
     def _action_latents(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, H, W, 3) float -> (B, T-1, C): pre-quantization latent of a_t from frame t+1."""
         B, T = x.shape[:2]
-        patches = self.enc_in(patchify(x, self.cfg.patch))  # (B, T, N, D)
+        diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
+        patches = self.enc_in(torch.cat([patchify(x, self.cfg.patch), patchify(diff, self.cfg.patch)], -1))
         query = self.action_query.expand(B, T, 1, -1)
         h = self.encoder(torch.cat([query, patches], dim=2) + self.enc_pos)  # (B, T, N+1, D)
         return self.enc_out(h[:, 1:, 0])  # query slot of frames 1..T-1

@@ -16,8 +16,8 @@ from genie import kernels
 
 
 class VectorQuantizer(nn.Module):
-    def __init__(self, num_codes: int, dim: int, commitment: float = 0.25, usage_decay: float = 0.99,
-                 dead_fraction: float = 0.03, reset_every: int = 50):
+    def __init__(self, num_codes: int, dim: int, commitment: float = 0.25, usage_decay: float = 0.95,
+                 dead_fraction: float = 0.03, reset_every: int = 20):
         super().__init__()
         self.num_codes, self.dim, self.commitment = num_codes, dim, commitment
         self.usage_decay, self.reset_every = usage_decay, reset_every
