@@ -60,13 +60,3 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def gumbel_is_broken() -> bool:
-    """dynamics.sampling.gumbel_noise returned NaN at the time of writing (a misplaced minus sign), which
-    makes sampling ignore the generator: seed tests xfail until it is fixed, then run normally."""
-    import torch
-
-    from dynamics.sampling import gumbel_noise
-
-    return bool(torch.isnan(gumbel_noise((16,), torch.Generator().manual_seed(0), "cpu")).any())
