@@ -183,3 +183,15 @@ def test_registration_is_idempotent():
     spec = gym.spec("Genie-v0")
     assert spec.entry_point == "envs.genie_env:GenieEnv"
     assert spec.vector_entry_point == "envs.vector_env:GenieVectorEnv"
+
+
+@pytest.mark.filterwarnings("ignore:.*matplotlib")  # gymnasium.utils.play imports it optionally
+def test_gymnasium_play_accepts_the_env(world_dir, prompt, monkeypatch):
+    from gymnasium.utils.play import PlayableGame
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    env = gym.make("Genie-v0", world=str(world_dir), prompt=str(prompt), render_mode="rgb_array")
+    env.reset(seed=0)
+    game = PlayableGame(env, zoom=2)
+    assert game.relevant_keys == {ord(str(k)) for k in range(1, 9)} and game.video_size == (64, 64)
+    env.close()
