@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (world default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (1 is often fastest on a busy CPU)"
+    )
     p.add_argument("--idle-action", type=int, default=None, help="latent action when no key is held")
     p.add_argument("--record", default=None, help="write the frames shown to this .mp4 or .gif at the end")
     p.add_argument("--screenshot-dir", default=".", help="where S saves PNG screenshots")
@@ -90,6 +93,10 @@ def _play(args) -> int:
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import numpy as np
     import pygame
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from envs.genie_env import GenieEnv
     from envs.keymap import Keymap

@@ -63,20 +63,8 @@ def summary_frames(stdout: str) -> int:
 
 def test_headless_script_records_gif(world_dir, prompt, tmp_path):
     out = tmp_path / "clip.gif"
-    proc = run_play(
-        "--world",
-        world_dir,
-        "--prompt",
-        prompt,
-        "--keys",
-        "1,2,left,-,space",
-        "--max-frames",
-        9,
-        "--record",
-        out,
-        "--maskgit-steps",
-        2,
-    )
+    args = f"--keys 1,2,left,-,space --max-frames 9 --maskgit-steps 2 --threads 1 --record {out}".split()
+    proc = run_play("--world", world_dir, "--prompt", prompt, *args)
     assert proc.returncode == 0, proc.stderr
     frames = summary_frames(proc.stdout)
     assert frames == 9  # the prompt frame + 8 steps (5 scripted keys, then the idle action)
