@@ -121,6 +121,13 @@ def load_model(path, kind: str | None = None, device="cpu", dtype: torch.dtype |
     except Exception as e:  # safetensors raises its own error types for truncated files
         raise GenieValueError(f"Checkpoint weights {weights} are unreadable ({e}): retrain or restore them.") from None
     state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+    expected = model.state_dict()
+    wrong = [k for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise GenieValueError(
+            f"Checkpoint {info['path']} has weights of other shapes than its config builds ({wrong[:3]}): "
+            "it was written by another genie version; retrain it."
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise GenieValueError(

@@ -60,7 +60,8 @@ def cmd_train(args) -> int:
                                      action_mode=args.action_mode, **common)
         print(f"trained world ({args.preset}, {args.steps} steps per model) in {time.time() - t0:.1f}s -> {result['out']}")
         return 0
-    print(_summary_line(summary))
+    if summary.get("is_main", True):
+        print(_summary_line(summary))
     return 0
 
 

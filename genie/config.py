@@ -40,6 +40,10 @@ class LAMConfig:
     code_dim: int = 32
     context: int = 16
     commitment: float = 0.25
+    # "relative": the encoder's spatial attention uses 2D RoPE and the action is a mean over patches, so
+    # the same motion gets the same code wherever it happens. "absolute": learned position embeddings and
+    # an action-query token.
+    encoder_positions: str = "relative"
 
     @property
     def grid(self) -> int:

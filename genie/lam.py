@@ -6,9 +6,13 @@ Action/frame alignment (the contract every part of genie follows):
     latent_actions[:, t] is the action that moves frame t to frame t+1, for t = 0..T-2.
 
     encoder:  x_0..x_{T-1}, each with its difference from the previous frame (zero for x_0), causal
-              ST, plus one learned action-query token per frame. The query output at frame t+1 (it has
-              seen x_0..x_{t+1}) is quantized to a_t. The explicit difference makes motion visible to
-              the first layer; without it the LAM tends to collapse onto one code early in training.
+              ST. Its output at frame t+1 (it has seen x_0..x_{t+1}), pooled over patches, is
+              quantized to a_t. The explicit difference makes motion visible to the first layer
+              (without it the LAM collapses onto one code early). By default (`encoder_positions =
+              "relative"`) spatial attention uses 2D RoPE and pooling is a mean, so the encoder is
+              translation-equivariant: a code says how things moved, not where. With absolute
+              positions, the LAM was free to give one action different codes in different places
+              (reconstruction does not care), which halves latent-to-real agreement on sprite data.
     decoder:  x_0..x_{T-2} + embedding of a_t added to frame t's patches (causal ST) -> x_{t+1},
               predicted as a residual on x_t so the decoder spends its capacity on what changed.
 Only the codebook (a_t -> vector) is needed at play time; the dynamics keeps a frozen copy of it.
@@ -21,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genie.config import LAMConfig
+from genie.errors import GenieValueError
 from genie.nn import STTransformer, init_weights, patchify, unpatchify
 from genie.vq import VectorQuantizer
 
@@ -37,10 +42,15 @@ class LatentActionModel(nn.Module):
         self.cfg = cfg
         N, D, patch_dim = cfg.grid**2, cfg.d_model, cfg.patch * cfg.patch * 3
         # --- encoder: sees x_0..x_{t+1}, emits a_t ---
+        if cfg.encoder_positions not in ("relative", "absolute"):
+            raise GenieValueError(f"Unknown encoder_positions {cfg.encoder_positions!r}: use relative or absolute.")
+        self.relative = cfg.encoder_positions == "relative"
         self.enc_in = nn.Linear(2 * patch_dim, D)  # frame and its temporal difference
-        self.enc_pos = nn.Parameter(torch.zeros(N + 1, D))  # slot 0: the action query
-        self.action_query = nn.Parameter(torch.zeros(D))
-        self.encoder = STTransformer(D, cfg.depth, cfg.heads, cfg.context)
+        if not self.relative:
+            self.enc_pos = nn.Parameter(torch.zeros(N + 1, D))  # slot 0: the action query
+            self.action_query = nn.Parameter(torch.zeros(D))
+        self.encoder = STTransformer(D, cfg.depth, cfg.heads, cfg.context,
+                                     spatial_rope_grid=cfg.grid if self.relative else None)
         self.enc_out = nn.Linear(D, cfg.code_dim)
         self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment, usage_decay=0.9, reset_every=10)
         # --- decoder: x_0..x_t and a_t predict x_{t+1} ---
@@ -50,8 +60,9 @@ class LatentActionModel(nn.Module):
         self.decoder = STTransformer(D, cfg.depth, cfg.heads, cfg.context)
         self.dec_out = nn.Linear(D, patch_dim)
         init_weights(self, 2 * cfg.depth)
-        for p in (self.enc_pos, self.dec_pos, self.action_query):
-            nn.init.normal_(p, std=0.02)
+        for name in ("enc_pos", "dec_pos", "action_query"):
+            if hasattr(self, name):
+                nn.init.normal_(getattr(self, name), std=0.02)
 
     @property
     def num_actions(self) -> int:
@@ -66,6 +77,9 @@ class LatentActionModel(nn.Module):
         B, T = x.shape[:2]
         diff = torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
         patches = self.enc_in(torch.cat([patchify(x, self.cfg.patch), patchify(diff, self.cfg.patch)], -1))
+        if self.relative:
+            h = self.encoder(patches)  # (B, T, N, D)
+            return self.enc_out(h[:, 1:].mean(2))  # frames 1..T-1, mean over patches
         query = self.action_query.expand(B, T, 1, -1)
         h = self.encoder(torch.cat([query, patches], dim=2) + self.enc_pos)  # (B, T, N+1, D)
         return self.enc_out(h[:, 1:, 0])  # query slot of frames 1..T-1

@@ -49,6 +49,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return out.to(x.dtype)
 
 
+def rope_2d_tables(grid: int, dim: int, device=None):
+    """cos/sin (grid*grid, dim/2) for 2D RoPE over a grid x grid frame: the first half of the rotation
+    pairs turns with the row, the second with the column, so q.k depends only on the 2D offset."""
+    ys, xs = torch.meshgrid(torch.arange(grid, device=device), torch.arange(grid, device=device), indexing="ij")
+    cos_y, sin_y = rope_tables(ys.flatten(), dim // 2)
+    cos_x, sin_x = rope_tables(xs.flatten(), dim // 2)
+    return torch.cat([cos_y, cos_x], -1), torch.cat([sin_y, sin_x], -1)
+
+
 def band_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> torch.Tensor:
     """Boolean (Lq, Lk): True where query position may attend key position (causal, within window)."""
     diff = q_pos[:, None] - k_pos[None, :]
@@ -134,9 +143,12 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)
         return self.q_norm(q), self.k_norm(k), v
 
-    def forward_spatial(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_spatial(self, x: torch.Tensor, rope=None) -> torch.Tensor:
+        """rope: optional 2D (cos, sin) tables (N, K/2): relative positions within the frame."""
         B, T, N, D = x.shape
         q, k, v = self._split(x.reshape(B * T, N, D))  # (B*T, H, N, K)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = kernels.attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, T, N, D))
 
@@ -187,8 +199,9 @@ class STBlock(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x, window: int, t0: int = 0, past=None, commit: bool = False, past_valid=None):
-        x = x + self.spatial.forward_spatial(self.norm_s(x))
+    def forward(self, x, window: int, t0: int = 0, past=None, commit: bool = False, past_valid=None,
+                spatial_rope=None):
+        x = x + self.spatial.forward_spatial(self.norm_s(x), spatial_rope)
         t_out, new_past = self.temporal.forward_temporal(self.norm_t(x), window, t0, past, commit, past_valid)
         x = x + t_out
         x = x + self.fc2(F.gelu(self.fc1(self.norm_f(x)), approximate="tanh"))
@@ -198,9 +211,15 @@ class STBlock(nn.Module):
 class STTransformer(nn.Module):
     """A stack of ST blocks with a final norm. `window` is the temporal context W in frames."""
 
-    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float = 4.0,
+                 spatial_rope_grid: int | None = None):
         super().__init__()
         self.window = window
+        # With a grid, spatial attention uses 2D RoPE (translation-equivariant) instead of relying on
+        # absolute position embeddings added by the model.
+        self.spatial_rope_grid = spatial_rope_grid
+        if spatial_rope_grid is not None:
+            assert (dim // heads) % 4 == 0, "2D RoPE needs a head dim divisible by 4"
         self.blocks = nn.ModuleList([STBlock(dim, heads, mlp_ratio) for _ in range(depth)])
         self.norm = RMSNorm(dim)
 
@@ -217,9 +236,12 @@ class STTransformer(nn.Module):
         past_valid = cache.valid if cache is not None and cache.layers else None
         if past_valid is not None and bool(past_valid.all()):
             past_valid = None
+        rope = None
+        if self.spatial_rope_grid is not None:
+            rope = rope_2d_tables(self.spatial_rope_grid, x.shape[-1] // self.blocks[0].spatial.heads, x.device)
         for i, block in enumerate(self.blocks):
             past = cache.layer(i) if cache is not None else None
-            x, new_past = block(x, self.window, t0, past, cache is not None and commit, past_valid)
+            x, new_past = block(x, self.window, t0, past, cache is not None and commit, past_valid, rope)
             if cache is not None and commit:
                 cache.set_layer(i, new_past)
         if cache is not None and commit:

@@ -114,11 +114,13 @@ def _to_device(batch: dict, device) -> dict:
 
 
 def train(model, dataset, cfg: TrainConfig, out, resume: bool = False, meta: dict | None = None,
-          batch_fn=None, accelerator: Accelerator | None = None, progress: bool = True) -> dict:
+          batch_fn=None, accelerator: Accelerator | None = None, progress: bool = True,
+          stop_after: int | None = None) -> dict:
     """Train `model` on `dataset` (map-style, items are dicts of tensors) into run folder `out`.
 
     `batch_fn(batch) -> batch` runs on the device before the loss (e.g. frozen tokenizer + LAM for the
-    dynamics). Returns a summary dict.
+    dynamics). `stop_after` ends this session at that step (checkpointed), as an interruption would;
+    `--resume` then continues to `cfg.steps` exactly. Returns a summary dict.
     """
     out = Path(out)
     if accelerator is None:
@@ -153,6 +155,7 @@ def train(model, dataset, cfg: TrainConfig, out, resume: bool = False, meta: dic
     t_start, frames_seen, last = time.time(), 0, {}
     bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {raw_model.kind}", disable=not (main and progress))
     model.train()
+    done = start_step
     for step in range(start_step, cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -186,18 +189,22 @@ def train(model, dataset, cfg: TrainConfig, out, resume: bool = False, meta: dic
             truth, pred = raw_model.preview(batch)
             raw_model.train()
             save_strip(out / "samples" / f"step_{done:07d}.png", truth, pred)
-        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+        stopping = stop_after is not None and done >= stop_after
+        if done % cfg.ckpt_every == 0 or done == cfg.steps or stopping:
             _checkpoint(accelerator, raw_model, out, done, cfg, meta)
         bar.update(1)
+        if stopping:
+            break
     bar.close()
     elapsed = time.time() - t_start
     summary = {
         "kind": raw_model.kind,
-        "steps": cfg.steps,
+        "steps": done if cfg.steps > start_step else start_step,
         "seconds": elapsed,
         "frames_per_s": frames_seen / max(elapsed, 1e-9),
         "final": last,
         "out": str(out),
+        "is_main": accelerator.is_main_process,
     }
     accelerator.wait_for_everyone()
     return summary

@@ -17,8 +17,10 @@ from genie import kernels
 
 class VectorQuantizer(nn.Module):
     def __init__(self, num_codes: int, dim: int, commitment: float = 0.25, usage_decay: float = 0.95,
-                 dead_fraction: float = 0.03, reset_every: int = 20):
+                 dead_fraction: float = 0.1, reset_every: int = 20, normalize: bool = True,
+                 center: bool = False):
         super().__init__()
+        self.normalize, self.center = normalize, center
         self.num_codes, self.dim, self.commitment = num_codes, dim, commitment
         self.usage_decay, self.reset_every = usage_decay, reset_every
         # A code is dead when its usage EMA falls below dead_fraction of the uniform share 1/num_codes.
@@ -26,23 +28,39 @@ class VectorQuantizer(nn.Module):
         self.codebook = nn.Parameter(F.normalize(torch.randn(num_codes, dim), dim=-1))
         self.register_buffer("usage", torch.full((num_codes,), 1.0 / num_codes))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        # With `center`, inputs are shifted by a running mean first: when every input shares a large
+        # common component (the LAM's pooled features), the differences that matter decide the code.
+        self.register_buffer("mean", torch.zeros(dim))
 
     def codes(self) -> torch.Tensor:
-        return F.normalize(self.codebook, dim=-1)
+        return F.normalize(self.codebook, dim=-1) if self.normalize else self.codebook
+
+    def _norm(self, z: torch.Tensor) -> torch.Tensor:
+        if self.center:
+            if self.training:
+                with torch.no_grad():
+                    batch_mean = z.detach().reshape(-1, self.dim).float().mean(0)
+                    first = int(self.steps) == 0
+                    self.mean.copy_(batch_mean if first else 0.99 * self.mean + 0.01 * batch_mean)
+            z = z - self.mean.to(z.dtype)
+        return F.normalize(z, dim=-1) if self.normalize else z
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """indices (...) -> code vectors (..., C)."""
         return self.codes()[indices]
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """z (..., C) -> indices (...)."""
-        flat = F.normalize(z.reshape(-1, self.dim).float(), dim=-1)
+        """z (..., C) raw encoder outputs -> indices (...)."""
+        return self._nearest_prepared(self._norm(z.float()))
+
+    def _nearest_prepared(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.reshape(-1, self.dim)
         return kernels.vq_nearest(flat, self.codes().float().detach()).view(z.shape[:-1])
 
     def forward(self, z: torch.Tensor) -> dict:
         """z (..., C) -> quantized (straight-through), indices, vq loss, perplexity."""
-        z = F.normalize(z.float(), dim=-1)
-        indices = self.nearest(z)
+        z = self._norm(z.float())
+        indices = self._nearest_prepared(z)
         q = self.codes()[indices]
         codebook_loss = F.mse_loss(q, z.detach())
         commit_loss = F.mse_loss(z, q.detach())
@@ -78,7 +96,8 @@ class VectorQuantizer(nn.Module):
         flat = z.reshape(-1, self.dim).float()
         pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
         noise = 0.01 * torch.randn(dead.numel(), self.dim, device=flat.device)
-        self.codebook.data[dead] = F.normalize(flat[pick] + noise, dim=-1).to(self.codebook.dtype)
+        new = flat[pick] + noise  # `z` is already centred/normalized by forward
+        self.codebook.data[dead] = (F.normalize(new, dim=-1) if self.normalize else new).to(self.codebook.dtype)
         self.usage[dead] = 1.0 / self.num_codes
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(self.codebook.data, 0)

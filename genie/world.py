@@ -229,6 +229,7 @@ class World:
         fresh.pos = self.decoder_cache.pos - tokens.shape[1]
         frames = self._to_u8(self.tokenizer.decode(tokens.view(*tokens.shape[:2], grid, grid), fresh))
         self.decoder_cache.merge_rows(rows, fresh, grid * grid)
+        self.frames = self.frames.clone()  # never change a tensor handed out by an earlier step
         self.frames[rows] = frames[:, -1]
         return frames[:, -1]
 

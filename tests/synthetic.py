@@ -21,19 +21,22 @@ def sprite_frame(pos, size: int, sprite: int) -> np.ndarray:
     return frame
 
 
-def sprite_episodes(episodes: int, length: int, size: int = 32, sprite: int = 8, step: int = 4,
+def sprite_episodes(episodes: int, length: int, size: int = 16, sprite: int = 4, step: int = 4,
                     seed: int = 0):
+    """Positions live on a grid of cells; the hidden policy picks uniformly among the moves that stay on
+    the board, so every action has one visible effect (no wrap-around jumps, no blocked moves)."""
     rng = np.random.default_rng(seed)
-    cells = size // step
+    cells = (size - sprite) // step + 1
     for _ in range(episodes):
-        pos = rng.integers(0, cells, size=2) * step
-        frames = [sprite_frame(pos, size, sprite)]
-        actions = rng.integers(0, len(MOVES), size=length - 1)
-        for a in actions:
-            pos = (pos + MOVES[a] * step) % (size - sprite + step)
-            pos = np.minimum(pos, size - sprite)
-            frames.append(sprite_frame(pos, size, sprite))
-        yield np.stack(frames), actions
+        cell = rng.integers(0, cells, size=2)
+        frames, actions = [sprite_frame(cell * step, size, sprite)], []
+        for _ in range(length - 1):
+            valid = [a for a, m in enumerate(MOVES) if ((cell + m >= 0) & (cell + m < cells)).all()]
+            a = int(rng.choice(valid))
+            cell = cell + MOVES[a]
+            actions.append(a)
+            frames.append(sprite_frame(cell * step, size, sprite))
+        yield np.stack(frames), np.array(actions, dtype=np.int64)
 
 
 def write_sprite_dataset(root, episodes: int = 40, length: int = 32, seed: int = 0, **kw):

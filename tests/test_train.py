@@ -1,0 +1,162 @@
+"""The one training loop: exact resume, multi-process through accelerate, it learns, checkpoints."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from genie import recipes
+from genie.checkpoint import load_model, save_model
+from genie.data import EpisodeWriter, VideoDataset
+from genie.errors import GenieError
+from genie.evaluate import evaluate_tokenizer
+from genie.metrics import psnr
+from genie.sources import collect
+
+from synthetic import write_sprite_dataset
+
+
+@pytest.fixture(scope="module")
+def sprite_data(tmp_path_factory):
+    return write_sprite_dataset(tmp_path_factory.mktemp("sprites") / "data", episodes=8, length=12, size=32,
+                                sprite=8, step=4)
+
+
+@pytest.fixture(scope="module")
+def breakout(tmp_path_factory):
+    out = tmp_path_factory.mktemp("atari") / "breakout"
+    collect("ALE/Breakout-v5", episodes=8, out=out, size=32, seed=0, max_steps=120, progress=False)
+    return out
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_equals_an_uninterrupted_run(sprite_data, tmp_path):
+    kw = dict(preset_name="tiny", steps=8, context=4, batch_size=2, progress=False, ckpt_every=100)
+    torch.manual_seed(0)
+    full = recipes.train_tokenizer(sprite_data, tmp_path / "full", **kw)["model"]
+    torch.manual_seed(0)
+    from genie.train import TrainConfig, train
+    from tokenizer.model import VideoTokenizer
+    from genie.config import preset
+    from genie.data import WindowDataset
+
+    # Interrupted at step 3, then resumed from disk in a fresh model object.
+    cfg = recipes._train_config(8, batch_size=2, ckpt_every=100)
+    windows = WindowDataset(sprite_data, 4, "train")
+    torch.manual_seed(0)
+    first = VideoTokenizer(preset("tokenizer", "tiny", image_size=32, context=4))
+    train(first, windows, cfg, tmp_path / "split", progress=False, stop_after=3)
+    assert json.loads((tmp_path / "split" / "trainer.json").read_text())["step"] == 3
+    torch.manual_seed(123)  # a different process state must not matter
+    second = VideoTokenizer(preset("tokenizer", "tiny", image_size=32, context=4))
+    train(second, windows, cfg, tmp_path / "split", resume=True, progress=False)
+    a, b = _weights(full), _weights(second)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_two_process_gloo_training_through_accelerate(sprite_data, tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, torch
+        from genie import recipes
+        s = recipes.train_tokenizer({str(sprite_data)!r}, {str(tmp_path / 'run')!r}, preset_name="tiny",
+                                    steps=3, context=4, batch_size=2, progress=False)
+        from accelerate import PartialState
+        state = PartialState()
+        total = sum(float(p.double().sum()) for p in s["model"].parameters())
+        open({str(tmp_path)!r} + f"/rank{{state.process_index}}_of_{{state.num_processes}}.txt", "w").write(repr(total))
+    """))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(29500 + os.getpid() % 1000), str(script)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = sorted(p.name for p in tmp_path.glob("rank*_of_2.txt"))
+    assert ranks == ["rank0_of_2.txt", "rank1_of_2.txt"]
+    # DDP all-reduced the gradients: both ranks hold the same weights.
+    assert (tmp_path / ranks[0]).read_text() == (tmp_path / ranks[1]).read_text()
+    assert sorted(p.name for p in (tmp_path / "run" / "state").glob("random_states_*")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]
+
+
+def test_tiny_tokenizer_learns_atari_beyond_the_mean_frame(breakout, tmp_path):
+    """Trained briefly on recorded Breakout, the tiny tokenizer beats the mean-frame baseline by >= 4 dB."""
+    torch.manual_seed(0)
+    recipes.train_tokenizer(breakout, tmp_path / "tok", preset_name="tiny", steps=150, context=4,
+                            batch_size=4, lr=1e-3, progress=False)
+    result = evaluate_tokenizer(tmp_path / "tok", breakout, windows=16, progress=False)
+    ds = VideoDataset(breakout)
+    train_frames = np.concatenate([np.asarray(ds.episode(e)["frames"]) for e in ds.split_episodes("train")])
+    mean_frame = torch.from_numpy(train_frames.astype(np.float32).mean(0) / 255.0)
+    val_frames = torch.from_numpy(np.concatenate([np.asarray(ds.episode(e)["frames"]) for e in ds.split_episodes("val")]))
+    baseline = float(psnr(mean_frame.expand(len(val_frames), -1, -1, -1), val_frames).mean())
+    assert result["psnr"] >= baseline + 4.0, (result, baseline)
+    assert 0 < result["codebook_usage"] <= 1
+
+
+def test_checkpoint_round_trip_and_mismatches(tmp_path):
+    from genie.config import preset
+    from tokenizer.model import VideoTokenizer
+
+    torch.manual_seed(0)
+    model = VideoTokenizer(preset("tokenizer", "tiny")).eval()
+    save_model(model, tmp_path / "tok")
+    loaded = load_model(tmp_path / "tok", "tokenizer")
+    frames = torch.randint(0, 256, (1, 3, 32, 32, 3), dtype=torch.uint8)
+    assert torch.equal(model.encode(frames), loaded.encode(frames))
+    with pytest.raises(GenieError, match="holds a tokenizer checkpoint, not a dynamics"):
+        load_model(tmp_path / "tok", "dynamics")
+    with pytest.raises(FileNotFoundError, match="No genie checkpoint"):
+        load_model(tmp_path / "missing")
+    cfg = json.loads((tmp_path / "tok" / "config.json").read_text())
+    (tmp_path / "tok" / "config.json").write_text(json.dumps({**cfg, "version": 99}))
+    with pytest.raises(ValueError, match="format version 99"):
+        load_model(tmp_path / "tok")
+    (tmp_path / "tok" / "config.json").write_text(json.dumps(cfg))
+    weights = tmp_path / "tok" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match="unreadable"):
+        load_model(tmp_path / "tok")
+    (tmp_path / "tok" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_model(tmp_path / "tok")
+
+
+def _genie(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "genie.cli", *args], capture_output=True, text=True, timeout=300,
+                          cwd=cwd)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "tokenizer", "--data", "/nonexistent/data", "--out", "OUT", "--steps", "1"], "No dataset at"),
+    (["train", "tokenizer", "--data", "DATA", "--out", "OUT", "--preset", "huge"], "Unknown preset 'huge'"),
+    (["eval", "tokenizer", "--checkpoint", "/nonexistent/ckpt", "--data", "DATA"], "No genie checkpoint"),
+    (["collect", "--env", "NotAnEnv-v9", "--episodes", "1", "--out", "OUT"], "NotAnEnv-v9"),
+    (["train", "tokenizer", "--data", "DATA", "--out", "OUT", "--context", "500", "--steps", "1"], "--context"),
+])
+def test_cli_bad_input_gives_one_clear_line(sprite_data, tmp_path, args, message):
+    args = [str(sprite_data) if a == "DATA" else str(tmp_path / "out") if a == "OUT" else a for a in args]
+    proc = _genie(*args)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_train_refuses_to_overwrite_a_run_without_resume(sprite_data, tmp_path):
+    kw = dict(preset_name="tiny", steps=1, context=4, batch_size=2, progress=False)
+    recipes.train_tokenizer(sprite_data, tmp_path / "run", **kw)
+    with pytest.raises(ValueError, match="--resume"):
+        recipes.train_tokenizer(sprite_data, tmp_path / "run", **kw)
