@@ -15,25 +15,26 @@ MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])
 
 
 def sprite_frame(pos, size: int, sprite: int) -> np.ndarray:
+    """A square sprite at pixel position pos (y, x), drawn wrapping around the borders."""
     frame = np.full((size, size, 3), 16, dtype=np.uint8)
-    y, x = pos
-    frame[y : y + sprite, x : x + sprite] = (240, 200, 40)
-    return frame
+    frame[:sprite, :sprite] = (240, 200, 40)
+    return np.roll(frame, shift=(int(pos[0]), int(pos[1])), axis=(0, 1))
 
 
-def sprite_episodes(episodes: int, length: int, size: int = 16, sprite: int = 4, step: int = 4,
-                    seed: int = 0):
-    """Positions live on a grid of cells; the hidden policy picks uniformly among the moves that stay on
-    the board, so every action has one visible effect (no wrap-around jumps, no blocked moves)."""
+def sprite_episodes(episodes: int, length: int, size: int = 32, sprite: int = 4, step: int = 4,
+                    seed: int = 0, wrap: bool = True):
+    """The sprite lives on a grid of cells. wrap=True: a torus (every position alike; leaving one side
+    enters the other), actions uniform. wrap=False: the policy picks among the moves that stay on the
+    board (no blocked moves, but the action distribution then depends on the position)."""
     rng = np.random.default_rng(seed)
-    cells = (size - sprite) // step + 1
+    cells = size // step if wrap else (size - sprite) // step + 1
     for _ in range(episodes):
         cell = rng.integers(0, cells, size=2)
         frames, actions = [sprite_frame(cell * step, size, sprite)], []
         for _ in range(length - 1):
-            valid = [a for a, m in enumerate(MOVES) if ((cell + m >= 0) & (cell + m < cells)).all()]
+            valid = [a for a, m in enumerate(MOVES) if wrap or ((cell + m >= 0) & (cell + m < cells)).all()]
             a = int(rng.choice(valid))
-            cell = cell + MOVES[a]
+            cell = (cell + MOVES[a]) % cells if wrap else cell + MOVES[a]
             actions.append(a)
             frames.append(sprite_frame(cell * step, size, sprite))
         yield np.stack(frames), np.array(actions, dtype=np.int64)
