@@ -40,10 +40,9 @@ class LAMConfig:
     code_dim: int = 32
     context: int = 16
     commitment: float = 0.25
-    # "relative": the encoder's spatial attention uses 2D RoPE and the action is a mean over patches, so
-    # the same motion gets the same code wherever it happens. "absolute": learned position embeddings and
-    # an action-query token.
-    encoder_positions: str = "relative"
+    # Spatial position information in the LAM encoder: "none" (a set of patches read by an action-query
+    # token), "absolute" (learned embeddings) or "relative" (2D RoPE, mean-pooled). See genie/lam.py.
+    encoder_positions: str = "none"
 
     @property
     def grid(self) -> int:

@@ -48,6 +48,7 @@ def _train_config(steps: int, **kw) -> TrainConfig:
     cfg = TrainConfig(steps=steps, **kw)
     if "warmup" not in kw:
         cfg = replace(cfg, warmup=min(cfg.warmup, max(1, steps // 10)))
+    torch.manual_seed(cfg.seed)  # the model built next starts from the same weights in every process
     return cfg
 
 
@@ -63,8 +64,9 @@ def train_tokenizer(data, out, preset_name: str = "demo", steps: int = 1000, res
     cfg = preset("tokenizer", preset_name, image_size=ds.frame_shape[0], context=context)
     _check_size(ds, cfg.image_size, cfg.patch, "tokenizer")
     windows = WindowDataset(ds, cfg.context, "train")
+    train_cfg = _train_config(steps, **train_kw)
     model = VideoTokenizer(cfg)
-    summary = train(model, windows, _train_config(steps, **train_kw), out, resume, _data_meta(ds, data),
+    summary = train(model, windows, train_cfg, out, resume, _data_meta(ds, data),
                     progress=progress)
     summary["model"] = model
     return summary
@@ -79,8 +81,9 @@ def train_lam(data, out, preset_name: str = "demo", steps: int = 1000, resume: b
     cfg = preset("lam", preset_name, image_size=ds.frame_shape[0], context=context, num_actions=num_actions)
     _check_size(ds, cfg.image_size, cfg.patch, "LAM")
     windows = WindowDataset(ds, cfg.context, "train")
+    train_cfg = _train_config(steps, **train_kw)
     model = LatentActionModel(cfg)
-    summary = train(model, windows, _train_config(steps, **train_kw), out, resume, _data_meta(ds, data),
+    summary = train(model, windows, train_cfg, out, resume, _data_meta(ds, data),
                     progress=progress)
     summary["model"] = model
     return summary
@@ -126,9 +129,10 @@ def train_dynamics(data, tokenizer, lam, out, preset_name: str = "demo", steps: 
                  num_actions=lam.cfg.num_actions, action_dim=lam.cfg.code_dim, context=context,
                  action_mode=action_mode)
     windows = WindowDataset(ds, cfg.context, "train")
+    train_cfg = _train_config(steps, **train_kw)
     model = DynamicsModel(cfg)
     model.set_action_codes(lam.action_vectors())
-    summary = train(model, windows, _train_config(steps, **train_kw), out, resume, _data_meta(ds, data),
+    summary = train(model, windows, train_cfg, out, resume, _data_meta(ds, data),
                     batch_fn=FrozenEncoders(tokenizer, lam), progress=progress)
     summary["model"] = model
     return summary
