@@ -7,19 +7,10 @@ environment is made:
     gymnasium.make_vec("Genie-v0", num_envs=256, vectorization_mode="vector_entry_point", world=...)
 """
 
+from genie import register_envs  # the one registration (entry points are strings)
+
 ENV_ID = "Genie-v0"
 
-
-def register_envs() -> None:
-    """Register Genie-v0 with Gymnasium (idempotent: a second call, or genie's own, is a no-op)."""
-    import gymnasium
-
-    if ENV_ID not in gymnasium.registry:
-        gymnasium.register(
-            id=ENV_ID,
-            entry_point="envs.genie_env:GenieEnv",
-            vector_entry_point="envs.vector_env:GenieVectorEnv",
-        )
-
+__all__ = ["ENV_ID", "register_envs"]
 
 register_envs()

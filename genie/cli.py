@@ -56,8 +56,9 @@ def cmd_train(args) -> int:
                                          action_mode=args.action_mode, **common)
     else:
         t0 = time.time()
+        stage_steps = {"tokenizer": args.tokenizer_steps, "lam": args.lam_steps, "dynamics": args.dynamics_steps}
         result = recipes.train_world(args.data, args.out, num_actions=args.num_actions,
-                                     action_mode=args.action_mode, **common)
+                                     action_mode=args.action_mode, stage_steps=stage_steps, **common)
         print(f"trained world ({args.preset}, {args.steps} steps per model) in {time.time() - t0:.1f}s -> {result['out']}")
         return 0
     if summary.get("is_main", True):
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("dynamics", "world"):
             q.add_argument("--action-mode", choices=["additive", "token"], default=None,
                            help="how the action enters the dynamics (default additive)")
+        if name == "world":
+            for stage in ("tokenizer", "lam", "dynamics"):
+                q.add_argument(f"--{stage}-steps", type=int, default=None, help=f"steps for the {stage} (default --steps)")
         if name == "dynamics":
             q.add_argument("--tokenizer", required=True, help="tokenizer checkpoint or run folder")
             q.add_argument("--lam", required=True, help="LAM checkpoint or run folder")

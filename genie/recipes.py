@@ -165,8 +165,11 @@ def save_prompts(ds: VideoDataset, folder: Path, count: int = 4) -> list[str]:
 
 def train_world(data, out, preset_name: str = "demo", steps: int = 1000, resume: bool = False,
                 context: int | None = None, action_mode: str | None = None, num_actions: int | None = None,
-                progress: bool = True, **train_kw) -> dict:
-    """Tokenizer, then LAM, then dynamics (LAM and tokenizer frozen) into one world folder."""
+                progress: bool = True, stage_steps: dict | None = None, **train_kw) -> dict:
+    """Tokenizer, then LAM, then dynamics (LAM and tokenizer frozen) into one world folder.
+    `stage_steps` ({"tokenizer": N, ...}) overrides `steps` per model."""
+    stage_steps = {k: v for k, v in (stage_steps or {}).items() if v}
+    steps_of = {k: stage_steps.get(k, steps) for k in ("tokenizer", "lam", "dynamics")}
     from genie.world import save_world
 
     ds = _open_data(data)
@@ -175,10 +178,12 @@ def train_world(data, out, preset_name: str = "demo", steps: int = 1000, resume:
         raise GenieValueError(f"{out} already holds a world: pass --resume to continue, or pick a new --out.")
     runs = out / "train"
     common = dict(preset_name=preset_name, context=context, progress=progress, **train_kw)
-    tok = _stage(train_tokenizer, runs / "tokenizer", steps, resume, "tokenizer", data=ds, **common)["model"]
-    lam = _stage(train_lam, runs / "lam", steps, resume, "lam", data=ds, num_actions=num_actions, **common)["model"]
-    dyn_summary = _stage(train_dynamics, runs / "dynamics", steps, resume, "dynamics", data=ds, tokenizer=tok,
-                         lam=lam, action_mode=action_mode, **common)
+    tok = _stage(train_tokenizer, runs / "tokenizer", steps_of["tokenizer"], resume, "tokenizer", data=ds,
+                 **common)["model"]
+    lam = _stage(train_lam, runs / "lam", steps_of["lam"], resume, "lam", data=ds, num_actions=num_actions,
+                 **common)["model"]
+    dyn_summary = _stage(train_dynamics, runs / "dynamics", steps_of["dynamics"], resume, "dynamics", data=ds,
+                         tokenizer=tok, lam=lam, action_mode=action_mode, **common)
     dyn = dyn_summary["model"]
     info = {
         "env_id": ds.meta.get("env_id"),
@@ -186,7 +191,7 @@ def train_world(data, out, preset_name: str = "demo", steps: int = 1000, resume:
         "fit": ds.meta.get("fit", "crop"),
         "real_num_actions": ds.meta.get("num_actions"),
         "preset": preset_name,
-        "steps_per_model": steps,
+        "steps_per_model": steps_of,
         "maskgit_steps": dyn.cfg.maskgit_steps,
         "temperature": dyn.cfg.temperature,
         "data": str(getattr(ds, "root", data)),

@@ -107,3 +107,17 @@ def test_world_folder_errors(world_dir, tmp_path):
     (old / "world.json").write_text(json.dumps({**info, "version": 0}))
     with pytest.raises(ValueError, match="format version 0"):
         World.load(old)
+
+
+def test_genie_bench_json_reports_every_measurement(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "genie.cli", "bench", "--preset", "tiny", "--steps", "2",
+                           "--sizes", "1,2", "--budget", "30", "--threads", "1", "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert [r["use_cache"] for r in result["single_stream"]] == [True, False]
+    assert [r["num_envs"] for r in result["batched"]] == [1, 2]
+    assert result["training"]["frames_per_s"] > 0 and result["cached_over_uncached"] > 0
