@@ -16,9 +16,9 @@ The action vectors are a frozen copy of the LAM codebook (stop-gradient into the
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from genie import kernels
 from genie.config import DynamicsConfig
 from genie.errors import GenieValueError
 from genie.nn import KVCache, STTransformer, init_weights
@@ -67,8 +67,14 @@ class DynamicsModel(nn.Module):
             emb = torch.cat([start.to(emb.dtype), emb], dim=1)
         return emb
 
-    def forward(self, tokens: torch.Tensor, actions: torch.Tensor, cache: KVCache | None = None,
-                commit: bool = True, start: bool | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        cache: KVCache | None = None,
+        commit: bool = True,
+        start: bool | None = None,
+    ) -> torch.Tensor:
         """tokens (B, T, N) int64 (MASK = vocab_size). actions (B, T-1) when the chunk starts the
         sequence (`start`, the default without a cache or with an empty one), else (B, T) where
         actions[:, i] leads into frame i. Returns logits (B, T, N, V)."""
@@ -101,7 +107,10 @@ class DynamicsModel(nn.Module):
         inputs = torch.where(masked, torch.full_like(tokens, self.mask_id), tokens)
         logits = self(inputs, actions.detach())
         targets = torch.where(masked, tokens, torch.full_like(tokens, -100))
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
+        # Through the kernel dispatch: on GPU the fused kernel never materializes fp32 logits.
+        loss = kernels.token_cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+        )
         with torch.no_grad():
             hit = (logits.argmax(-1) == tokens) & masked
             acc = hit.sum().float() / masked.sum().clamp(min=1)

@@ -34,8 +34,16 @@ def gumbel_noise(shape, generator: torch.Generator | None, device) -> torch.Tens
 
 
 @torch.no_grad()
-def sample_frame(logits_fn, B: int, N: int, mask_id: int, steps: int, temperature: float,
-                 generator: torch.Generator | None, device) -> torch.Tensor:
+def sample_frame(
+    logits_fn,
+    B: int,
+    N: int,
+    mask_id: int,
+    steps: int,
+    temperature: float,
+    generator: torch.Generator | None,
+    device,
+) -> torch.Tensor:
     """Run S MaskGIT steps. `logits_fn(tokens (B, N)) -> logits (B, N, V)`. Returns tokens (B, N)."""
     tokens = torch.full((B, N), mask_id, dtype=torch.long, device=device)
     masked = torch.ones(B, N, dtype=torch.bool, device=device)
@@ -77,7 +85,9 @@ class Rollout:
             self.history_actions = torch.cat([start, actions], dim=1)
 
     @torch.no_grad()
-    def reset_rows(self, rows: torch.Tensor, tokens: torch.Tensor, actions: torch.Tensor | None = None) -> None:
+    def reset_rows(
+        self, rows: torch.Tensor, tokens: torch.Tensor, actions: torch.Tensor | None = None
+    ) -> None:
         """Restart sequences `rows` (b,) from prompt tokens (b, T0, N); the other rows keep their past."""
         if not self.use_cache:
             raise ValueError("Resetting single rows needs the KV cache (use_cache=True).")
@@ -96,21 +106,27 @@ class Rollout:
         return self.model(seq, acts[:, 1:] if start else acts, start=start)[:, -1]
 
     @torch.no_grad()
-    def step(self, actions: torch.Tensor, steps: int, temperature: float,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def step(
+        self, actions: torch.Tensor, steps: int, temperature: float, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """actions (B,) int64: a_t for each sequence. Returns the new frame's tokens (B, N)."""
         B = actions.shape[0]
         model, device = self.model, actions.device
         if self.use_cache:
+
             def logits_fn(frame):
                 return model(frame[:, None], actions[:, None], self.cache, commit=False)[:, 0]
         else:
+
             def logits_fn(frame):
                 return self._uncached_logits(frame, actions)
+
         tokens = sample_frame(logits_fn, B, self.N, model.mask_id, steps, temperature, generator, device)
         if self.use_cache:
             model(tokens[:, None], actions[:, None], self.cache, commit=True)
         else:
             self.history = torch.cat([self.history, tokens[:, None]], dim=1)[:, -self.receptive :]
-            self.history_actions = torch.cat([self.history_actions, actions[:, None]], dim=1)[:, -self.receptive :]
+            self.history_actions = torch.cat([self.history_actions, actions[:, None]], dim=1)[
+                :, -self.receptive :
+            ]
         return tokens

@@ -74,7 +74,11 @@ def training(world: World, batch_size: int, steps: int, budget: float) -> dict:
     T, N, done = cfg.context, cfg.grid**2, 0
     tokens = torch.randint(0, cfg.vocab_size, (batch_size, T, N), device=world.device)
     actions = torch.randint(0, cfg.num_actions, (batch_size, T - 1), device=world.device)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if world.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if world.device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
     t_start = time.perf_counter()
     for i in range(steps + 1):
         if i == 1:  # the first step warms up
@@ -185,7 +189,9 @@ def run(args) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     batch = batched(world, prompt, sizes, args.steps, args.budget, args.maskgit_steps)
     train = training(world, args.train_batch, args.steps, args.budget / 2)
-    log(f"  dynamics training: {train['frames_per_s']:.1f} frames/s (batch {train['batch_size']} x {train['context']})")
+    log(
+        f"  dynamics training: {train['frames_per_s']:.1f} frames/s (batch {train['batch_size']} x {train['context']})"
+    )
 
     ratio = single[0]["fps"] / single[1]["fps"]
     best = max(batch, key=lambda r: r["env_steps_per_s"]) if batch else None

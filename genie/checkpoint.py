@@ -94,16 +94,22 @@ def read_config(path, kind: str | None = None) -> dict:
     try:
         info = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GenieValueError(f"Checkpoint config {cfg_path} is corrupt ({e.msg if hasattr(e, 'msg') else e}): retrain or restore it.") from None
+        raise GenieValueError(
+            f"Checkpoint config {cfg_path} is corrupt ({e.msg if hasattr(e, 'msg') else e}): retrain or restore it."
+        ) from None
     if info.get("format") != FORMAT:
-        raise GenieValueError(f"{path} is not a genie model checkpoint: pass a folder written by `genie train`.")
+        raise GenieValueError(
+            f"{path} is not a genie model checkpoint: pass a folder written by `genie train`."
+        )
     if info.get("version") != FORMAT_VERSION:
         raise GenieValueError(
             f"Checkpoint {path} has format version {info.get('version')}, this genie reads {FORMAT_VERSION}: "
             "retrain it or use the genie version that wrote it."
         )
     if kind is not None and info.get("kind") != kind:
-        raise GenieValueError(f"{path} holds a {info.get('kind')} checkpoint, not a {kind}: pass the {kind} folder.")
+        raise GenieValueError(
+            f"{path} holds a {info.get('kind')} checkpoint, not a {kind}: pass the {kind} folder."
+        )
     info["path"] = str(path)
     return info
 
@@ -115,11 +121,15 @@ def load_model(path, kind: str | None = None, device="cpu", dtype: torch.dtype |
     model = cls(from_dict(info["kind"], info["config"]))
     weights = Path(info["path"]) / "model.safetensors"
     if not weights.exists():
-        raise GenieFileNotFoundError(f"Checkpoint {info['path']} has no model.safetensors: retrain or restore it.")
+        raise GenieFileNotFoundError(
+            f"Checkpoint {info['path']} has no model.safetensors: retrain or restore it."
+        )
     try:
         state = load_file(str(weights), device="cpu")
     except Exception as e:  # safetensors raises its own error types for truncated files
-        raise GenieValueError(f"Checkpoint weights {weights} are unreadable ({e}): retrain or restore them.") from None
+        raise GenieValueError(
+            f"Checkpoint weights {weights} are unreadable ({e}): retrain or restore them."
+        ) from None
     state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
     expected = model.state_dict()
     wrong = [k for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 
 def _add_train_args(p, with_data: bool = True) -> None:
@@ -31,35 +30,61 @@ def _add_train_args(p, with_data: bool = True) -> None:
 
 
 def _train_kw(args) -> dict:
-    return dict(batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, seed=args.seed,
-                num_workers=args.num_workers)
+    return dict(
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        seed=args.seed,
+        num_workers=args.num_workers,
+    )
 
 
 def _summary_line(summary: dict) -> str:
     final = summary.get("final", {})
     loss = final.get("loss")
-    return (f"trained {summary['kind']} for {summary['steps']} steps in {summary['seconds']:.1f}s "
-            f"({summary['frames_per_s']:.0f} frames/s), final loss {loss:.4f} -> {summary['out']}")
+    return (
+        f"trained {summary['kind']} for {summary['steps']} steps in {summary['seconds']:.1f}s "
+        f"({summary['frames_per_s']:.0f} frames/s), final loss {loss:.4f} -> {summary['out']}"
+    )
 
 
 def cmd_train(args) -> int:
     from genie import recipes
 
-    common = dict(preset_name=args.preset, steps=args.steps, resume=args.resume, context=args.context,
-                  progress=not args.quiet, **_train_kw(args))
+    common = dict(
+        preset_name=args.preset,
+        steps=args.steps,
+        resume=args.resume,
+        context=args.context,
+        progress=not args.quiet,
+        **_train_kw(args),
+    )
     if args.model == "tokenizer":
         summary = recipes.train_tokenizer(args.data, args.out, **common)
     elif args.model == "lam":
         summary = recipes.train_lam(args.data, args.out, num_actions=args.num_actions, **common)
     elif args.model == "dynamics":
-        summary = recipes.train_dynamics(args.data, args.tokenizer, args.lam, args.out,
-                                         action_mode=args.action_mode, **common)
+        summary = recipes.train_dynamics(
+            args.data, args.tokenizer, args.lam, args.out, action_mode=args.action_mode, **common
+        )
     else:
         t0 = time.time()
-        stage_steps = {"tokenizer": args.tokenizer_steps, "lam": args.lam_steps, "dynamics": args.dynamics_steps}
-        result = recipes.train_world(args.data, args.out, num_actions=args.num_actions,
-                                     action_mode=args.action_mode, stage_steps=stage_steps, **common)
-        print(f"trained world ({args.preset}, {args.steps} steps per model) in {time.time() - t0:.1f}s -> {result['out']}")
+        stage_steps = {
+            "tokenizer": args.tokenizer_steps,
+            "lam": args.lam_steps,
+            "dynamics": args.dynamics_steps,
+        }
+        result = recipes.train_world(
+            args.data,
+            args.out,
+            num_actions=args.num_actions,
+            action_mode=args.action_mode,
+            stage_steps=stage_steps,
+            **common,
+        )
+        print(
+            f"trained world ({args.preset}, {args.steps} steps per model) in {time.time() - t0:.1f}s -> {result['out']}"
+        )
         return 0
     if summary.get("is_main", True):
         print(_summary_line(summary))
@@ -71,17 +96,29 @@ def cmd_eval(args) -> int:
 
     t0 = time.time()
     if args.model == "tokenizer":
-        result = evaluate.evaluate_tokenizer(args.checkpoint, args.data, windows=args.windows, seed=args.seed,
-                                             progress=not args.json)
-        line = (f"tokenizer: psnr {result['psnr']:.2f} dB, ssim {result['ssim']:.3f}, codebook usage "
-                f"{result['codebook_usage']:.2f} on {result['windows']} {result['split']} windows")
+        result = evaluate.evaluate_tokenizer(
+            args.checkpoint, args.data, windows=args.windows, seed=args.seed, progress=not args.json
+        )
+        line = (
+            f"tokenizer: psnr {result['psnr']:.2f} dB, ssim {result['ssim']:.3f}, codebook usage "
+            f"{result['codebook_usage']:.2f} on {result['windows']} {result['split']} windows"
+        )
     else:
-        result = evaluate.evaluate_world(args.world, args.data, windows=args.windows, horizon=args.horizon,
-                                         maskgit_steps=args.maskgit_steps, seed=args.seed, progress=not args.json)
+        result = evaluate.evaluate_world(
+            args.world,
+            args.data,
+            windows=args.windows,
+            horizon=args.horizon,
+            maskgit_steps=args.maskgit_steps,
+            seed=args.seed,
+            progress=not args.json,
+        )
         agree = result["action_agreement"]
-        line = (f"world: psnr_t4 {result['psnr_t4']:.2f} dB, delta_psnr_t4 {result['delta_psnr_t4']:.2f} dB, "
-                f"action agreement {'n/a' if agree is None else f'{agree:.2f}'}, "
-                f"{result['latent_actions_used']} latent actions used, on {result['windows']} {result['split']} windows")
+        line = (
+            f"world: psnr_t4 {result['psnr_t4']:.2f} dB, delta_psnr_t4 {result['delta_psnr_t4']:.2f} dB, "
+            f"action agreement {'n/a' if agree is None else f'{agree:.2f}'}, "
+            f"{result['latent_actions_used']} latent actions used, on {result['windows']} {result['split']} windows"
+        )
     result["seconds"] = time.time() - t0
     if args.json:
         print(json.dumps(result))
@@ -105,8 +142,11 @@ def cmd_sample(args) -> int:
     frames = [world.reset(args.prompt)[0].cpu().numpy()]
     g = torch.Generator(device=world.device).manual_seed(args.seed)
     for a in actions:
-        frames.append(world.step([a], maskgit_steps=args.maskgit_steps, temperature=args.temperature,
-                                 generator=g)[0].cpu().numpy())
+        frames.append(
+            world.step([a], maskgit_steps=args.maskgit_steps, temperature=args.temperature, generator=g)[0]
+            .cpu()
+            .numpy()
+        )
     write_video(args.out, frames, fps=args.fps)
     print(f"sampled {len(actions)} frames from {args.prompt} -> {args.out}")
     return 0
@@ -122,19 +162,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a tokenizer, LAM, dynamics model, or a whole world")
     models = p.add_subparsers(dest="model", required=True)
-    for name, help_ in (("tokenizer", "ST-ViViT VQ-VAE video tokenizer"), ("lam", "latent action model"),
-                        ("dynamics", "MaskGIT dynamics on a frozen tokenizer and LAM"),
-                        ("world", "tokenizer, then LAM, then dynamics, into one world folder")):
+    for name, help_ in (
+        ("tokenizer", "ST-ViViT VQ-VAE video tokenizer"),
+        ("lam", "latent action model"),
+        ("dynamics", "MaskGIT dynamics on a frozen tokenizer and LAM"),
+        ("world", "tokenizer, then LAM, then dynamics, into one world folder"),
+    ):
         q = models.add_parser(name, help=help_)
         _add_train_args(q)
         if name in ("lam", "world"):
             q.add_argument("--num-actions", type=int, default=None, help="|A|, latent actions (default 8)")
         if name in ("dynamics", "world"):
-            q.add_argument("--action-mode", choices=["additive", "token"], default=None,
-                           help="how the action enters the dynamics (default additive)")
+            q.add_argument(
+                "--action-mode",
+                choices=["additive", "token"],
+                default=None,
+                help="how the action enters the dynamics (default additive)",
+            )
         if name == "world":
             for stage in ("tokenizer", "lam", "dynamics"):
-                q.add_argument(f"--{stage}-steps", type=int, default=None, help=f"steps for the {stage} (default --steps)")
+                q.add_argument(
+                    f"--{stage}-steps",
+                    type=int,
+                    default=None,
+                    help=f"steps for the {stage} (default --steps)",
+                )
         if name == "dynamics":
             q.add_argument("--tokenizer", required=True, help="tokenizer checkpoint or run folder")
             q.add_argument("--lam", required=True, help="LAM checkpoint or run folder")

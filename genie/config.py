@@ -67,12 +67,18 @@ class DynamicsConfig:
 
 PRESETS: dict[str, dict[str, dict]] = {
     "tokenizer": {
-        "tiny": dict(image_size=32, patch=4, d_model=64, depth=2, heads=4, codebook_size=256, code_dim=16, context=8),
+        "tiny": dict(
+            image_size=32, patch=4, d_model=64, depth=2, heads=4, codebook_size=256, code_dim=16, context=8
+        ),
         "demo": dict(image_size=64, patch=8, d_model=128, depth=3, heads=4, codebook_size=1024, code_dim=32),
-        "coinrun": dict(image_size=64, patch=4, d_model=512, depth=8, heads=8, codebook_size=1024, code_dim=32),
+        "coinrun": dict(
+            image_size=64, patch=4, d_model=512, depth=8, heads=8, codebook_size=1024, code_dim=32
+        ),
     },
     "lam": {
-        "tiny": dict(image_size=32, patch=8, d_model=64, depth=2, heads=4, num_actions=8, code_dim=16, context=8),
+        "tiny": dict(
+            image_size=32, patch=8, d_model=64, depth=2, heads=4, num_actions=8, code_dim=16, context=8
+        ),
         "demo": dict(image_size=64, patch=16, d_model=128, depth=3, heads=4, num_actions=8, code_dim=32),
         "coinrun": dict(image_size=64, patch=16, d_model=512, depth=8, heads=8, num_actions=8, code_dim=32),
     },

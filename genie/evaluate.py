@@ -1,11 +1,11 @@
 """Evaluation on held-out windows, with the Genie paper's metrics.
 
-    evaluate_tokenizer: psnr, ssim of reconstructions; codebook_usage (fraction of codes used).
-    evaluate_world:     from the first frame of each held-out window, generate `horizon` frames with the
-                        latent actions the LAM infers from the real video (x^_t) and with uniformly random
-                        latent actions (x^'_t). psnr[t] = PSNR(x_t, x^_t) for t = 1..horizon;
-                        delta_psnr_t4 = PSNR(x_4, x^_4) - PSNR(x_4, x^'_4) (controllability).
-                        latent_action_usage and, where the data has real actions, action_agreement.
+evaluate_tokenizer: psnr, ssim of reconstructions; codebook_usage (fraction of codes used).
+evaluate_world:     from the first frame of each held-out window, generate `horizon` frames with the
+                    latent actions the LAM infers from the real video (x^_t) and with uniformly random
+                    latent actions (x^'_t). psnr[t] = PSNR(x_t, x^_t) for t = 1..horizon;
+                    delta_psnr_t4 = PSNR(x_4, x^_4) - PSNR(x_4, x^'_4) (controllability).
+                    latent_action_usage and, where the data has real actions, action_agreement.
 """
 
 from __future__ import annotations
@@ -40,8 +40,15 @@ def _batches(items, size):
 
 
 @torch.no_grad()
-def evaluate_tokenizer(checkpoint, data, windows: int = 64, batch_size: int = 8, seed: int = 0,
-                       device=None, progress: bool = True) -> dict:
+def evaluate_tokenizer(
+    checkpoint,
+    data,
+    windows: int = 64,
+    batch_size: int = 8,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(checkpoint, "tokenizer", device=device)
     ds = VideoDataset(data)
@@ -70,13 +77,24 @@ def evaluate_tokenizer(checkpoint, data, windows: int = 64, batch_size: int = 8,
 
 
 @torch.no_grad()
-def evaluate_world(world_dir, data, windows: int = 32, horizon: int = 4, batch_size: int = 8,
-                   maskgit_steps: int | None = None, seed: int = 0, device=None, progress: bool = True) -> dict:
+def evaluate_world(
+    world_dir,
+    data,
+    windows: int = 32,
+    horizon: int = 4,
+    batch_size: int = 8,
+    maskgit_steps: int | None = None,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+) -> dict:
     from genie.world import World
 
     world = World.load(world_dir, device=device, dtype=torch.float32)
     if world.lam is None:
-        raise GenieValueError(f"World {world_dir} has no lam/ checkpoint: evaluation needs it to infer actions.")
+        raise GenieValueError(
+            f"World {world_dir} has no lam/ checkpoint: evaluation needs it to infer actions."
+        )
     if horizon < 4:
         raise GenieValueError("horizon must be at least 4 (delta PSNR is reported at t = 4).")
     ds = VideoDataset(data)
@@ -91,7 +109,6 @@ def evaluate_world(world_dir, data, windows: int = 32, horizon: int = 4, batch_s
     psnr_lam, psnr_rand, ssim_lam, latents, reals = [], [], [], [], []
     for chunk in tqdm(list(_batches(items, batch_size)), desc="eval world", disable=not progress):
         frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(world.device)  # (B, T, H, W, 3)
-        B = frames.shape[0]
         inferred = world.lam.infer_actions(frames.float() / 255.0)  # (B, T-1): a_t moves frame t to t+1
         latents.append(inferred.flatten().cpu())
         if chunk[0]["actions"] is not None:
@@ -99,7 +116,9 @@ def evaluate_world(world_dir, data, windows: int = 32, horizon: int = 4, batch_s
         random_actions = torch.randint(0, A, inferred.shape, generator=g, device=world.device)
         for actions, sink in ((inferred, psnr_lam), (random_actions, psnr_rand)):
             world.reset(list(frames[:, 0].cpu().numpy()))
-            gen = [world.step(actions[:, t], maskgit_steps=maskgit_steps, generator=g) for t in range(horizon)]
+            gen = [
+                world.step(actions[:, t], maskgit_steps=maskgit_steps, generator=g) for t in range(horizon)
+            ]
             gen = torch.stack(gen, dim=1)  # (B, horizon, H, W, 3)
             sink.append(psnr(gen, frames[:, 1:]).cpu())
             if sink is psnr_lam:

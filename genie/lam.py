@@ -32,6 +32,10 @@ from genie.nn import STTransformer, init_weights, patchify, unpatchify
 from genie.vq import VectorQuantizer
 
 
+def _uint8(frames: torch.Tensor) -> torch.Tensor:
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def _float(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
 
@@ -54,13 +58,15 @@ class LatentActionModel(nn.Module):
             self.action_query = nn.Parameter(torch.zeros(D))
         if cfg.encoder_positions == "absolute":
             self.enc_pos = nn.Parameter(torch.zeros(N + 1, D))  # slot 0: the action query
-        self.encoder = STTransformer(D, cfg.depth, cfg.heads, cfg.context,
-                                     spatial_rope_grid=cfg.grid if self.relative else None)
+        self.encoder = STTransformer(
+            D, cfg.depth, cfg.heads, cfg.context, spatial_rope_grid=cfg.grid if self.relative else None
+        )
         self.enc_out = nn.Linear(D, cfg.code_dim)
         # Few codes: track usage fast, and reset only codes that are nearly unused (0.03 of a fair share);
         # a higher threshold kept moving rarely used codes and lowered latent-to-real agreement.
-        self.vq = VectorQuantizer(cfg.num_actions, cfg.code_dim, cfg.commitment, usage_decay=0.9, reset_every=10,
-                                  dead_fraction=0.03)
+        self.vq = VectorQuantizer(
+            cfg.num_actions, cfg.code_dim, cfg.commitment, usage_decay=0.9, reset_every=10, dead_fraction=0.03
+        )
         # --- decoder: x_0..x_t and a_t predict x_{t+1} ---
         self.dec_in = nn.Linear(patch_dim, D)
         self.dec_pos = nn.Parameter(torch.zeros(N, D))
@@ -132,5 +138,4 @@ class LatentActionModel(nn.Module):
     def preview(self, batch: dict):
         x = _float(batch["frames"][:1])
         pred = self._predict(x, self.vq.lookup(self.infer_actions(x)))
-        to8 = lambda f: (f.clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
-        return to8(x[0, 1:]), to8(pred[0])
+        return _uint8(x[0, 1:]), _uint8(pred[0])

@@ -61,8 +61,9 @@ def fit_action_mapping(latent: np.ndarray, real: np.ndarray, num_latent: int, nu
     return {"real_for_latent": real_for_latent, "latent_for_real": latent_for_real, "counts": counts.tolist()}
 
 
-def action_agreement(latent: np.ndarray, real: np.ndarray, num_latent: int, num_real: int,
-                     fit_size: int = 200, seed: int = 0) -> dict:
+def action_agreement(
+    latent: np.ndarray, real: np.ndarray, num_latent: int, num_real: int, fit_size: int = 200, seed: int = 0
+) -> dict:
     """Fit the latent->real map on at most `fit_size` random transitions; accuracy on the rest."""
     n = len(latent)
     if n < 2:
@@ -72,5 +73,9 @@ def action_agreement(latent: np.ndarray, real: np.ndarray, num_latent: int, num_
     fit_idx, test_idx = order[:k], order[k:]
     mapping = fit_action_mapping(latent[fit_idx], real[fit_idx], num_latent, num_real)
     pred = np.asarray(mapping["real_for_latent"])[latent[test_idx]]
-    return {"accuracy": float((pred == real[test_idx]).mean()), "fit": int(k), "test": int(len(test_idx)),
-            "mapping": mapping}
+    return {
+        "accuracy": float((pred == real[test_idx]).mean()),
+        "fit": int(k),
+        "test": len(test_idx),
+        "mapping": mapping,
+    }

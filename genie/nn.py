@@ -52,7 +52,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 def rope_2d_tables(grid: int, dim: int, device=None):
     """cos/sin (grid*grid, dim/2) for 2D RoPE over a grid x grid frame: the first half of the rotation
     pairs turns with the row, the second with the column, so q.k depends only on the 2D offset."""
-    ys, xs = torch.meshgrid(torch.arange(grid, device=device), torch.arange(grid, device=device), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, device=device), torch.arange(grid, device=device), indexing="ij"
+    )
     cos_y, sin_y = rope_tables(ys.flatten(), dim // 2)
     cos_x, sin_x = rope_tables(xs.flatten(), dim // 2)
     return torch.cat([cos_y, cos_x], -1), torch.cat([sin_y, sin_x], -1)
@@ -92,17 +94,25 @@ class KVCache:
     def frames(self) -> int:
         return 0 if not self.layers else self.layers[0][0].shape[2]
 
-    def merge_rows(self, rows: torch.Tensor, other: "KVCache", tokens_per_frame: int) -> None:
+    def merge_rows(self, rows: torch.Tensor, other: KVCache, tokens_per_frame: int) -> None:
         """Replace batch rows `rows` (b,) with the b rows of `other` (a cache of the same model whose
         frames end where this one's end, e.g. a freshly encoded prompt). Slots a row has no frame for
         are marked invalid, so a reset env never sees the previous episode."""
         n = tokens_per_frame
         B, Tp, To = self.batch_size(n), self.frames, other.frames
         T = max(Tp, To)
-        valid = self.valid if self.valid is not None else torch.ones(B, Tp, dtype=torch.bool, device=rows.device)
+        valid = (
+            self.valid if self.valid is not None else torch.ones(B, Tp, dtype=torch.bool, device=rows.device)
+        )
         valid = torch.cat([torch.zeros(B, T - Tp, dtype=torch.bool, device=rows.device), valid], dim=1)
-        other_valid = other.valid if other.valid is not None else torch.ones(len(rows), To, dtype=torch.bool, device=rows.device)
-        valid[rows] = torch.cat([torch.zeros(len(rows), T - To, dtype=torch.bool, device=rows.device), other_valid], 1)
+        other_valid = (
+            other.valid
+            if other.valid is not None
+            else torch.ones(len(rows), To, dtype=torch.bool, device=rows.device)
+        )
+        valid[rows] = torch.cat(
+            [torch.zeros(len(rows), T - To, dtype=torch.bool, device=rows.device), other_valid], 1
+        )
         merged = []
         for (k, v), (ko, vo) in zip(self.layers, other.layers):
             k, v = _left_pad(k, T), _left_pad(v, T)
@@ -152,8 +162,15 @@ class Attention(nn.Module):
         out = kernels.attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(B, T, N, D))
 
-    def forward_temporal(self, x: torch.Tensor, window: int, t0: int, past=None, commit: bool = False,
-                         past_valid: torch.Tensor | None = None):
+    def forward_temporal(
+        self,
+        x: torch.Tensor,
+        window: int,
+        t0: int,
+        past=None,
+        commit: bool = False,
+        past_valid: torch.Tensor | None = None,
+    ):
         """x (B, T, N, D) holds frames t0..t0+T-1; past (k, v) (B*N, H, Tp, K) holds frames t0-Tp..t0-1;
         past_valid (B, Tp) bool masks cached frames per row (None: all valid).
 
@@ -199,8 +216,9 @@ class STBlock(nn.Module):
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
 
-    def forward(self, x, window: int, t0: int = 0, past=None, commit: bool = False, past_valid=None,
-                spatial_rope=None):
+    def forward(
+        self, x, window: int, t0: int = 0, past=None, commit: bool = False, past_valid=None, spatial_rope=None
+    ):
         x = x + self.spatial.forward_spatial(self.norm_s(x), spatial_rope)
         t_out, new_past = self.temporal.forward_temporal(self.norm_t(x), window, t0, past, commit, past_valid)
         x = x + t_out
@@ -211,8 +229,15 @@ class STBlock(nn.Module):
 class STTransformer(nn.Module):
     """A stack of ST blocks with a final norm. `window` is the temporal context W in frames."""
 
-    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float = 4.0,
-                 spatial_rope_grid: int | None = None):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        heads: int,
+        window: int,
+        mlp_ratio: float = 4.0,
+        spatial_rope_grid: int | None = None,
+    ):
         super().__init__()
         self.window = window
         # With a grid, spatial attention uses 2D RoPE (translation-equivariant) instead of relying on
@@ -238,7 +263,9 @@ class STTransformer(nn.Module):
             past_valid = None
         rope = None
         if self.spatial_rope_grid is not None:
-            rope = rope_2d_tables(self.spatial_rope_grid, x.shape[-1] // self.blocks[0].spatial.heads, x.device)
+            rope = rope_2d_tables(
+                self.spatial_rope_grid, x.shape[-1] // self.blocks[0].spatial.heads, x.device
+            )
         for i, block in enumerate(self.blocks):
             past = cache.layer(i) if cache is not None else None
             x, new_past = block(x, self.window, t0, past, cache is not None and commit, past_valid, rope)

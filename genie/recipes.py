@@ -53,11 +53,23 @@ def _train_config(steps: int, **kw) -> TrainConfig:
 
 
 def _data_meta(ds: VideoDataset, data) -> dict:
-    return {"data": str(getattr(ds, "root", data)), "env_id": ds.meta.get("env_id"), "fit": ds.meta.get("fit", "crop")}
+    return {
+        "data": str(getattr(ds, "root", data)),
+        "env_id": ds.meta.get("env_id"),
+        "fit": ds.meta.get("fit", "crop"),
+    }
 
 
-def train_tokenizer(data, out, preset_name: str = "demo", steps: int = 1000, resume: bool = False,
-                    context: int | None = None, progress: bool = True, **train_kw) -> dict:
+def train_tokenizer(
+    data,
+    out,
+    preset_name: str = "demo",
+    steps: int = 1000,
+    resume: bool = False,
+    context: int | None = None,
+    progress: bool = True,
+    **train_kw,
+) -> dict:
     from tokenizer.model import VideoTokenizer
 
     ds = _open_data(data)
@@ -66,15 +78,22 @@ def train_tokenizer(data, out, preset_name: str = "demo", steps: int = 1000, res
     windows = WindowDataset(ds, cfg.context, "train")
     train_cfg = _train_config(steps, **train_kw)
     model = VideoTokenizer(cfg)
-    summary = train(model, windows, train_cfg, out, resume, _data_meta(ds, data),
-                    progress=progress)
+    summary = train(model, windows, train_cfg, out, resume, _data_meta(ds, data), progress=progress)
     summary["model"] = model
     return summary
 
 
-def train_lam(data, out, preset_name: str = "demo", steps: int = 1000, resume: bool = False,
-              context: int | None = None, num_actions: int | None = None, progress: bool = True,
-              **train_kw) -> dict:
+def train_lam(
+    data,
+    out,
+    preset_name: str = "demo",
+    steps: int = 1000,
+    resume: bool = False,
+    context: int | None = None,
+    num_actions: int | None = None,
+    progress: bool = True,
+    **train_kw,
+) -> dict:
     from genie.lam import LatentActionModel
 
     ds = _open_data(data)
@@ -83,8 +102,7 @@ def train_lam(data, out, preset_name: str = "demo", steps: int = 1000, resume: b
     windows = WindowDataset(ds, cfg.context, "train")
     train_cfg = _train_config(steps, **train_kw)
     model = LatentActionModel(cfg)
-    summary = train(model, windows, train_cfg, out, resume, _data_meta(ds, data),
-                    progress=progress)
+    summary = train(model, windows, train_cfg, out, resume, _data_meta(ds, data), progress=progress)
     summary["model"] = model
     return summary
 
@@ -113,9 +131,19 @@ def _as_model(m, kind):
     return m if isinstance(m, torch.nn.Module) else load_model(m, kind)
 
 
-def train_dynamics(data, tokenizer, lam, out, preset_name: str = "demo", steps: int = 1000,
-                   resume: bool = False, context: int | None = None, action_mode: str | None = None,
-                   progress: bool = True, **train_kw) -> dict:
+def train_dynamics(
+    data,
+    tokenizer,
+    lam,
+    out,
+    preset_name: str = "demo",
+    steps: int = 1000,
+    resume: bool = False,
+    context: int | None = None,
+    action_mode: str | None = None,
+    progress: bool = True,
+    **train_kw,
+) -> dict:
     from dynamics.model import DynamicsModel
 
     ds = _open_data(data)
@@ -125,15 +153,30 @@ def train_dynamics(data, tokenizer, lam, out, preset_name: str = "demo", steps: 
             f"The data's frames are {ds.frame_shape[0]}px but the tokenizer/LAM were trained on "
             f"{tokenizer.cfg.image_size}/{lam.cfg.image_size}px: train them on this data first."
         )
-    cfg = preset("dynamics", preset_name, grid=tokenizer.cfg.grid, vocab_size=tokenizer.cfg.codebook_size,
-                 num_actions=lam.cfg.num_actions, action_dim=lam.cfg.code_dim, context=context,
-                 action_mode=action_mode)
+    cfg = preset(
+        "dynamics",
+        preset_name,
+        grid=tokenizer.cfg.grid,
+        vocab_size=tokenizer.cfg.codebook_size,
+        num_actions=lam.cfg.num_actions,
+        action_dim=lam.cfg.code_dim,
+        context=context,
+        action_mode=action_mode,
+    )
     windows = WindowDataset(ds, cfg.context, "train")
     train_cfg = _train_config(steps, **train_kw)
     model = DynamicsModel(cfg)
     model.set_action_codes(lam.action_vectors())
-    summary = train(model, windows, train_cfg, out, resume, _data_meta(ds, data),
-                    batch_fn=FrozenEncoders(tokenizer, lam), progress=progress)
+    summary = train(
+        model,
+        windows,
+        train_cfg,
+        out,
+        resume,
+        _data_meta(ds, data),
+        batch_fn=FrozenEncoders(tokenizer, lam),
+        progress=progress,
+    )
     summary["model"] = model
     return summary
 
@@ -163,9 +206,19 @@ def save_prompts(ds: VideoDataset, folder: Path, count: int = 4) -> list[str]:
     return names
 
 
-def train_world(data, out, preset_name: str = "demo", steps: int = 1000, resume: bool = False,
-                context: int | None = None, action_mode: str | None = None, num_actions: int | None = None,
-                progress: bool = True, stage_steps: dict | None = None, **train_kw) -> dict:
+def train_world(
+    data,
+    out,
+    preset_name: str = "demo",
+    steps: int = 1000,
+    resume: bool = False,
+    context: int | None = None,
+    action_mode: str | None = None,
+    num_actions: int | None = None,
+    progress: bool = True,
+    stage_steps: dict | None = None,
+    **train_kw,
+) -> dict:
     """Tokenizer, then LAM, then dynamics (LAM and tokenizer frozen) into one world folder.
     `stage_steps` ({"tokenizer": N, ...}) overrides `steps` per model."""
     stage_steps = {k: v for k, v in (stage_steps or {}).items() if v}
@@ -178,12 +231,24 @@ def train_world(data, out, preset_name: str = "demo", steps: int = 1000, resume:
         raise GenieValueError(f"{out} already holds a world: pass --resume to continue, or pick a new --out.")
     runs = out / "train"
     common = dict(preset_name=preset_name, context=context, progress=progress, **train_kw)
-    tok = _stage(train_tokenizer, runs / "tokenizer", steps_of["tokenizer"], resume, "tokenizer", data=ds,
-                 **common)["model"]
-    lam = _stage(train_lam, runs / "lam", steps_of["lam"], resume, "lam", data=ds, num_actions=num_actions,
-                 **common)["model"]
-    dyn_summary = _stage(train_dynamics, runs / "dynamics", steps_of["dynamics"], resume, "dynamics", data=ds,
-                         tokenizer=tok, lam=lam, action_mode=action_mode, **common)
+    tok = _stage(
+        train_tokenizer, runs / "tokenizer", steps_of["tokenizer"], resume, "tokenizer", data=ds, **common
+    )["model"]
+    lam = _stage(
+        train_lam, runs / "lam", steps_of["lam"], resume, "lam", data=ds, num_actions=num_actions, **common
+    )["model"]
+    dyn_summary = _stage(
+        train_dynamics,
+        runs / "dynamics",
+        steps_of["dynamics"],
+        resume,
+        "dynamics",
+        data=ds,
+        tokenizer=tok,
+        lam=lam,
+        action_mode=action_mode,
+        **common,
+    )
     dyn = dyn_summary["model"]
     info = {
         "env_id": ds.meta.get("env_id"),

@@ -363,7 +363,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--sticky-prob", type=float, default=0.75, help="sticky policy: P(repeat the last action)")
     p.add_argument("--max-steps", type=int, default=1000, help="steps per episode at most")
     p.add_argument("--env-kwargs", default=None, help="JSON object passed to gymnasium.make")
-    p.add_argument("--fit", choices=FITS, default="stretch", help="how frames become square; stretch (the default, like the standard Atari 84x84 warp) keeps every pixel row")
+    p.add_argument(
+        "--fit",
+        choices=FITS,
+        default="stretch",
+        help="how frames become square; stretch (the default, like the standard Atari 84x84 warp) keeps every pixel row",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run_collect)
 

@@ -77,8 +77,17 @@ class StepSampler(Sampler):
     so N processes see N times the data with no code change, and resume replays nothing twice.
     """
 
-    def __init__(self, size: int, batch_size: int, steps: int, grad_accum: int, seed: int,
-                 rank: int = 0, world: int = 1, start_step: int = 0):
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        steps: int,
+        grad_accum: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        start_step: int = 0,
+    ):
         self.size, self.batch_size, self.steps, self.grad_accum = size, batch_size, steps, grad_accum
         self.seed, self.rank, self.world, self.start_step = seed, rank, world, start_step
 
@@ -113,9 +122,18 @@ def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def train(model, dataset, cfg: TrainConfig, out, resume: bool = False, meta: dict | None = None,
-          batch_fn=None, accelerator: Accelerator | None = None, progress: bool = True,
-          stop_after: int | None = None) -> dict:
+def train(
+    model,
+    dataset,
+    cfg: TrainConfig,
+    out,
+    resume: bool = False,
+    meta: dict | None = None,
+    batch_fn=None,
+    accelerator: Accelerator | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
     """Train `model` on `dataset` (map-style, items are dicts of tensors) into run folder `out`.
 
     `batch_fn(batch) -> batch` runs on the device before the loss (e.g. frozen tokenizer + LAM for the
@@ -132,10 +150,14 @@ def train(model, dataset, cfg: TrainConfig, out, resume: bool = False, meta: dic
     if resume:
         state_file = out / "trainer.json"
         if not state_file.exists() or not (out / "state").exists():
-            raise GenieFileNotFoundError(f"Nothing to resume in {out}: run without --resume to start training there.")
+            raise GenieFileNotFoundError(
+                f"Nothing to resume in {out}: run without --resume to start training there."
+            )
         start_step = json.loads(state_file.read_text())["step"]
     elif (out / "trainer.json").exists():
-        raise GenieValueError(f"{out} already holds a training run: pass --resume to continue it, or pick a new --out.")
+        raise GenieValueError(
+            f"{out} already holds a training run: pass --resume to continue it, or pick a new --out."
+        )
 
     torch.manual_seed(cfg.seed)
     raw_model = model
@@ -144,16 +166,27 @@ def train(model, dataset, cfg: TrainConfig, out, resume: bool = False, meta: dic
     if resume:
         accelerator.load_state(str(out / "state"))
 
-    sampler = StepSampler(len(dataset), cfg.batch_size, cfg.steps, cfg.grad_accum, cfg.seed,
-                          accelerator.process_index, accelerator.num_processes, start_step)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
-                        pin_memory=torch.cuda.is_available())
+    sampler = StepSampler(
+        len(dataset),
+        cfg.batch_size,
+        cfg.steps,
+        cfg.grad_accum,
+        cfg.seed,
+        accelerator.process_index,
+        accelerator.num_processes,
+        start_step,
+    )
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available()
+    )
     batches = iter(loader)
     main = accelerator.is_main_process
     metrics_path = out / "metrics.csv"
     frames_per_step = None
     t_start, frames_seen, last = time.time(), 0, {}
-    bar = tqdm(total=cfg.steps, initial=start_step, desc=f"train {raw_model.kind}", disable=not (main and progress))
+    bar = tqdm(
+        total=cfg.steps, initial=start_step, desc=f"train {raw_model.kind}", disable=not (main and progress)
+    )
     model.train()
     done = start_step
     for step in range(start_step, cfg.steps):
@@ -184,7 +217,12 @@ def train(model, dataset, cfg: TrainConfig, out, resume: bool = False, meta: dic
             fps = frames_seen / max(time.time() - t_start, 1e-9)
             bar.set_postfix(loss=f"{sums['loss']:.4f}", fps=f"{fps:.0f}")
             _append_csv(metrics_path, {"step": done, "lr": lr_at(step, cfg), "frames_per_s": fps, **sums})
-        if main and cfg.image_every and hasattr(raw_model, "preview") and (done % cfg.image_every == 0 or done == cfg.steps):
+        if (
+            main
+            and cfg.image_every
+            and hasattr(raw_model, "preview")
+            and (done % cfg.image_every == 0 or done == cfg.steps)
+        ):
             raw_model.eval()
             truth, pred = raw_model.preview(batch)
             raw_model.train()

@@ -16,9 +16,17 @@ from genie import kernels
 
 
 class VectorQuantizer(nn.Module):
-    def __init__(self, num_codes: int, dim: int, commitment: float = 0.25, usage_decay: float = 0.95,
-                 dead_fraction: float = 0.1, reset_every: int = 20, normalize: bool = True,
-                 center: bool = False):
+    def __init__(
+        self,
+        num_codes: int,
+        dim: int,
+        commitment: float = 0.25,
+        usage_decay: float = 0.95,
+        dead_fraction: float = 0.1,
+        reset_every: int = 20,
+        normalize: bool = True,
+        center: bool = False,
+    ):
         super().__init__()
         self.normalize, self.center = normalize, center
         self.num_codes, self.dim, self.commitment = num_codes, dim, commitment
@@ -97,7 +105,9 @@ class VectorQuantizer(nn.Module):
         pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
         noise = 0.01 * torch.randn(dead.numel(), self.dim, device=flat.device)
         new = flat[pick] + noise  # `z` is already centred/normalized by forward
-        self.codebook.data[dead] = (F.normalize(new, dim=-1) if self.normalize else new).to(self.codebook.dtype)
+        self.codebook.data[dead] = (F.normalize(new, dim=-1) if self.normalize else new).to(
+            self.codebook.dtype
+        )
         self.usage[dead] = 1.0 / self.num_codes
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(self.codebook.data, 0)

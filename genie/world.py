@@ -44,7 +44,9 @@ def load_prompt_frames(prompt, size: int, fit: str = "crop") -> np.ndarray:
     if isinstance(prompt, (str, Path)):
         path = Path(prompt)
         if not path.exists():
-            raise GenieFileNotFoundError(f"Prompt image {path} does not exist: pass the path of a PNG or JPEG frame.")
+            raise GenieFileNotFoundError(
+                f"Prompt image {path} does not exist: pass the path of a PNG or JPEG frame."
+            )
         if path.is_dir():
             raise GenieValueError(f"Prompt {path} is a directory: pass one image file (PNG, JPEG, ...).")
         if path.stat().st_size == 0:
@@ -54,7 +56,9 @@ def load_prompt_frames(prompt, size: int, fit: str = "crop") -> np.ndarray:
                 im.load()
                 prompt = im.copy()
         except (UnidentifiedImageError, OSError, SyntaxError):
-            raise GenieValueError(f"Prompt {path} is not a readable image: pass a PNG or JPEG frame.") from None
+            raise GenieValueError(
+                f"Prompt {path} is not a readable image: pass a PNG or JPEG frame."
+            ) from None
     if isinstance(prompt, Image.Image):
         return resize_frame(prompt, size, fit=fit)[None]
     if torch.is_tensor(prompt):
@@ -83,8 +87,16 @@ def load_prompt_frames(prompt, size: int, fit: str = "crop") -> np.ndarray:
 class World:
     """B parallel imagined worlds on one device."""
 
-    def __init__(self, tokenizer, dynamics, lam=None, info: dict | None = None, device=None, dtype=None,
-                 use_cache: bool = True):
+    def __init__(
+        self,
+        tokenizer,
+        dynamics,
+        lam=None,
+        info: dict | None = None,
+        device=None,
+        dtype=None,
+        use_cache: bool = True,
+    ):
         self.device = torch.device(device) if device is not None else default_device()
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -114,11 +126,13 @@ class World:
     # --- loading ---
 
     @classmethod
-    def load(cls, path, device=None, dtype=None, use_cache: bool = True) -> "World":
+    def load(cls, path, device=None, dtype=None, use_cache: bool = True) -> World:
         path = Path(path)
         info_path = path / "world.json"
         if not path.exists():
-            raise GenieFileNotFoundError(f"No world folder at {path}: train one with `genie train world --out {path}`.")
+            raise GenieFileNotFoundError(
+                f"No world folder at {path}: train one with `genie train world --out {path}`."
+            )
         if not info_path.exists():
             raise GenieFileNotFoundError(
                 f"{path} is not a world folder (world.json missing): pass a folder written by `genie train world`."
@@ -128,7 +142,9 @@ class World:
         except json.JSONDecodeError:
             raise GenieValueError(f"{info_path} is corrupt: retrain the world or restore the file.") from None
         if info.get("format") != WORLD_FORMAT:
-            raise GenieValueError(f"{path} is not a genie world folder: pass a folder written by `genie train world`.")
+            raise GenieValueError(
+                f"{path} is not a genie world folder: pass a folder written by `genie train world`."
+            )
         if info.get("version") != WORLD_VERSION:
             raise GenieValueError(
                 f"World {path} has format version {info.get('version')}, this genie reads {WORLD_VERSION}: "
@@ -147,8 +163,9 @@ class World:
 
     @staticmethod
     def write_info(path, info: dict) -> None:
-        write_json_atomic(Path(path) / "world.json", {"format": WORLD_FORMAT, "version": WORLD_VERSION, **info})
-
+        write_json_atomic(
+            Path(path) / "world.json", {"format": WORLD_FORMAT, "version": WORLD_VERSION, **info}
+        )
 
     # --- properties ---
 
@@ -181,7 +198,9 @@ class World:
             T = min(c.shape[0] for c in clips)
             clips = torch.stack([c[-T:] for c in clips])
             if batch_size is not None and batch_size != clips.shape[0]:
-                raise GenieValueError(f"Got {clips.shape[0]} prompts for batch size {batch_size}: pass one per world.")
+                raise GenieValueError(
+                    f"Got {clips.shape[0]} prompts for batch size {batch_size}: pass one per world."
+                )
             return clips
         clip = self.prompt_clip(prompts)
         return clip[None].expand(batch_size or 1, *clip.shape).contiguous()
@@ -262,9 +281,13 @@ class World:
             try:
                 arr = torch.as_tensor(np.asarray(actions))
             except (TypeError, ValueError):
-                raise GenieTypeError(f"Actions must be integers in [0, {self.num_actions}), got {actions!r}.") from None
+                raise GenieTypeError(
+                    f"Actions must be integers in [0, {self.num_actions}), got {actions!r}."
+                ) from None
         if arr.dtype == torch.bool or arr.is_floating_point() or arr.is_complex():
-            raise GenieTypeError(f"Actions must be integers in [0, {self.num_actions}), got dtype {arr.dtype}.")
+            raise GenieTypeError(
+                f"Actions must be integers in [0, {self.num_actions}), got dtype {arr.dtype}."
+            )
         arr = arr.to(self.device, torch.long).flatten() if arr.dim() <= 1 else arr
         if arr.dim() != 1 or arr.shape[0] != self.batch_size:
             raise GenieValueError(
@@ -275,8 +298,13 @@ class World:
         return arr
 
     @torch.no_grad()
-    def step(self, actions, maskgit_steps: int | None = None, temperature: float | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+    def step(
+        self,
+        actions,
+        maskgit_steps: int | None = None,
+        temperature: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Advance every world by one frame. actions: B latent actions (a_t moves frame t to t+1).
         Returns uint8 (B, H, W, 3) on the device."""
         if self.rollout is None:
@@ -318,7 +346,15 @@ def random_world(path, preset_name: str = "tiny", seed: int = 0, **info) -> Path
     torch.manual_seed(seed)
     tok = VideoTokenizer(preset("tokenizer", preset_name))
     lam = LatentActionModel(preset("lam", preset_name, image_size=tok.cfg.image_size))
-    dyn = DynamicsModel(preset("dynamics", preset_name, grid=tok.cfg.grid, vocab_size=tok.cfg.codebook_size,
-                               num_actions=lam.cfg.num_actions, action_dim=lam.cfg.code_dim))
+    dyn = DynamicsModel(
+        preset(
+            "dynamics",
+            preset_name,
+            grid=tok.cfg.grid,
+            vocab_size=tok.cfg.codebook_size,
+            num_actions=lam.cfg.num_actions,
+            action_dim=lam.cfg.code_dim,
+        )
+    )
     dyn.set_action_codes(lam.action_vectors())
     return save_world(path, tok, dyn, lam, info)

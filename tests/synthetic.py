@@ -21,8 +21,15 @@ def sprite_frame(pos, size: int, sprite: int) -> np.ndarray:
     return np.roll(frame, shift=(int(pos[0]), int(pos[1])), axis=(0, 1))
 
 
-def sprite_episodes(episodes: int, length: int, size: int = 32, sprite: int = 4, step: int = 4,
-                    seed: int = 0, wrap: bool = True):
+def sprite_episodes(
+    episodes: int,
+    length: int,
+    size: int = 32,
+    sprite: int = 4,
+    step: int = 4,
+    seed: int = 0,
+    wrap: bool = True,
+):
     """The sprite lives on a grid of cells. wrap=True: a torus (every position alike; leaving one side
     enters the other), actions uniform. wrap=False: the policy picks among the moves that stay on the
     board (no blocked moves, but the action distribution then depends on the position)."""
@@ -43,6 +50,11 @@ def sprite_episodes(episodes: int, length: int, size: int = 32, sprite: int = 4,
 def write_sprite_dataset(root, episodes: int = 40, length: int = 32, seed: int = 0, **kw):
     with EpisodeWriter(root, meta={"source": "gym", "env_id": "Sprite-v0", "num_actions": len(MOVES)}) as w:
         for frames, actions in sprite_episodes(episodes, length, seed=seed, **kw):
-            w.add_episode(frames, actions=actions, rewards=np.zeros(len(actions), np.float32),
-                          terminated=np.zeros(len(actions), bool), truncated=np.zeros(len(actions), bool))
+            w.add_episode(
+                frames,
+                actions=actions,
+                rewards=np.zeros(len(actions), np.float32),
+                terminated=np.zeros(len(actions), bool),
+                truncated=np.zeros(len(actions), bool),
+            )
     return root

@@ -15,8 +15,16 @@ from tokenizer.model import VideoTokenizer
 
 def small_dynamics(mode="additive", seed=0, context=4):
     torch.manual_seed(seed)
-    cfg = preset("dynamics", "tiny", grid=4, vocab_size=32, num_actions=4, action_dim=8, context=context,
-                 action_mode=mode)
+    cfg = preset(
+        "dynamics",
+        "tiny",
+        grid=4,
+        vocab_size=32,
+        num_actions=4,
+        action_dim=8,
+        context=context,
+        action_mode=mode,
+    )
     model = DynamicsModel(cfg).eval()
     model.set_action_codes(torch.randn(4, 8))
     return model
@@ -128,7 +136,9 @@ def test_sampling_is_deterministic_and_unmasks_everything():
         g = torch.Generator().manual_seed(seed)
         r = Rollout(model)
         r.prompt(prompt)
-        return torch.stack([r.step(torch.tensor([0, 1, 2]), steps=6, temperature=1.0, generator=g) for _ in range(3)])
+        return torch.stack(
+            [r.step(torch.tensor([0, 1, 2]), steps=6, temperature=1.0, generator=g) for _ in range(3)]
+        )
 
     a, b, c = run(1), run(1), run(2)
     assert torch.equal(a, b)
@@ -143,8 +153,16 @@ def test_maskgit_schedule_unmasks_monotonically():
         seen.append(int((tokens == 10).sum()))
         return torch.randn(1, 16, 10)
 
-    out = sample_frame(logits_fn, 1, 16, 10, steps=5, temperature=1.0, generator=torch.Generator().manual_seed(0),
-                       device="cpu")
+    out = sample_frame(
+        logits_fn,
+        1,
+        16,
+        10,
+        steps=5,
+        temperature=1.0,
+        generator=torch.Generator().manual_seed(0),
+        device="cpu",
+    )
     assert seen == [16] + [num_masked_after(s, 5, 16) for s in range(4)]
     assert seen == sorted(seen, reverse=True)
     assert int(out.max()) < 10

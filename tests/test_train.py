@@ -9,22 +9,22 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from synthetic import write_sprite_dataset
 
 from genie import recipes
 from genie.checkpoint import load_model, save_model
-from genie.data import EpisodeWriter, VideoDataset
+from genie.data import VideoDataset
 from genie.errors import GenieError
 from genie.evaluate import evaluate_tokenizer
 from genie.metrics import psnr
 from genie.sources import collect
 
-from synthetic import write_sprite_dataset
-
 
 @pytest.fixture(scope="module")
 def sprite_data(tmp_path_factory):
-    return write_sprite_dataset(tmp_path_factory.mktemp("sprites") / "data", episodes=8, length=12, size=32,
-                                sprite=8, step=4)
+    return write_sprite_dataset(
+        tmp_path_factory.mktemp("sprites") / "data", episodes=8, length=12, size=32, sprite=8, step=4
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +45,10 @@ def test_resume_equals_an_uninterrupted_run(sprite_data, tmp_path):
     torch.manual_seed(0)
     full = recipes.train_tokenizer(sprite_data, tmp_path / "full", **kw)["model"]
     torch.manual_seed(0)
-    from genie.train import TrainConfig, train
-    from tokenizer.model import VideoTokenizer
     from genie.config import preset
     from genie.data import WindowDataset
+    from genie.train import train
+    from tokenizer.model import VideoTokenizer
 
     # Interrupted at step 3, then resumed from disk in a fresh model object.
     cfg = recipes._train_config(8, batch_size=2, ckpt_every=100)
@@ -68,19 +68,35 @@ def test_resume_equals_an_uninterrupted_run(sprite_data, tmp_path):
 
 def test_two_process_gloo_training_through_accelerate(sprite_data, tmp_path):
     script = tmp_path / "ddp.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys, torch
         from genie import recipes
-        s = recipes.train_tokenizer({str(sprite_data)!r}, {str(tmp_path / 'run')!r}, preset_name="tiny",
+        s = recipes.train_tokenizer({str(sprite_data)!r}, {str(tmp_path / "run")!r}, preset_name="tiny",
                                     steps=3, context=4, batch_size=2, progress=False)
         from accelerate import PartialState
         state = PartialState()
         total = sum(float(p.double().sum()) for p in s["model"].parameters())
         open({str(tmp_path)!r} + f"/rank{{state.process_index}}_of_{{state.num_processes}}.txt", "w").write(repr(total))
-    """))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(29500 + os.getpid() % 1000), str(script)]
+    """)
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(29500 + os.getpid() % 1000),
+        str(script),
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -89,20 +105,32 @@ def test_two_process_gloo_training_through_accelerate(sprite_data, tmp_path):
     # DDP all-reduced the gradients: both ranks hold the same weights.
     assert (tmp_path / ranks[0]).read_text() == (tmp_path / ranks[1]).read_text()
     assert sorted(p.name for p in (tmp_path / "run" / "state").glob("random_states_*")) == [
-        "random_states_0.pkl", "random_states_1.pkl"]
+        "random_states_0.pkl",
+        "random_states_1.pkl",
+    ]
 
 
 def test_tiny_tokenizer_learns_atari_beyond_the_mean_frame(riverraid, tmp_path):
     """Trained briefly (300 steps) on recorded River Raid, the tiny tokenizer's held-out reconstructions
     beat the mean training frame by >= 3 dB (measured: 27.9 vs 22.7 dB)."""
     torch.manual_seed(0)
-    recipes.train_tokenizer(riverraid, tmp_path / "tok", preset_name="tiny", steps=300, context=2,
-                            batch_size=8, lr=2e-3, progress=False)
+    recipes.train_tokenizer(
+        riverraid,
+        tmp_path / "tok",
+        preset_name="tiny",
+        steps=300,
+        context=2,
+        batch_size=8,
+        lr=2e-3,
+        progress=False,
+    )
     result = evaluate_tokenizer(tmp_path / "tok", riverraid, windows=16, progress=False)
     ds = VideoDataset(riverraid)
     train_frames = np.concatenate([np.asarray(ds.episode(e)["frames"]) for e in ds.split_episodes("train")])
     mean_frame = torch.from_numpy(train_frames.astype(np.float32).mean(0) / 255.0)
-    val_frames = torch.from_numpy(np.concatenate([np.asarray(ds.episode(e)["frames"]) for e in ds.split_episodes("val")]))
+    val_frames = torch.from_numpy(
+        np.concatenate([np.asarray(ds.episode(e)["frames"]) for e in ds.split_episodes("val")])
+    )
     baseline = float(psnr(mean_frame.expand(len(val_frames), -1, -1, -1), val_frames).mean())
     assert result["psnr"] >= baseline + 3.0, (result, baseline)
     assert 0 < result["codebook_usage"] <= 1
@@ -137,17 +165,30 @@ def test_checkpoint_round_trip_and_mismatches(tmp_path):
 
 
 def _genie(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "genie.cli", *args], capture_output=True, text=True, timeout=300,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "genie.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "tokenizer", "--data", "/nonexistent/data", "--out", "OUT", "--steps", "1"], "No dataset at"),
-    (["train", "tokenizer", "--data", "DATA", "--out", "OUT", "--preset", "huge"], "Unknown preset 'huge'"),
-    (["eval", "tokenizer", "--checkpoint", "/nonexistent/ckpt", "--data", "DATA"], "No genie checkpoint"),
-    (["collect", "--env", "NotAnEnv-v9", "--episodes", "1", "--out", "OUT"], "NotAnEnv-v9"),
-    (["train", "tokenizer", "--data", "DATA", "--out", "OUT", "--context", "500", "--steps", "1"], "--context"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["train", "tokenizer", "--data", "/nonexistent/data", "--out", "OUT", "--steps", "1"],
+            "No dataset at",
+        ),
+        (
+            ["train", "tokenizer", "--data", "DATA", "--out", "OUT", "--preset", "huge"],
+            "Unknown preset 'huge'",
+        ),
+        (["eval", "tokenizer", "--checkpoint", "/nonexistent/ckpt", "--data", "DATA"], "No genie checkpoint"),
+        (["collect", "--env", "NotAnEnv-v9", "--episodes", "1", "--out", "OUT"], "NotAnEnv-v9"),
+        (
+            ["train", "tokenizer", "--data", "DATA", "--out", "OUT", "--context", "500", "--steps", "1"],
+            "--context",
+        ),
+    ],
+)
 def test_cli_bad_input_gives_one_clear_line(sprite_data, tmp_path, args, message):
     args = [str(sprite_data) if a == "DATA" else str(tmp_path / "out") if a == "OUT" else a for a in args]
     proc = _genie(*args)

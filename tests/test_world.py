@@ -21,21 +21,36 @@ def test_prompt_kinds_become_rgb_frames_of_the_world_size(tmp_path):
     gray = np.random.default_rng(1).integers(0, 255, (20, 20), dtype=np.uint8)
     palette = Image.fromarray(gray).convert("P")
     clip = np.random.default_rng(2).integers(0, 255, (5, 40, 40, 3), dtype=np.uint8)
-    for prompt, T in ((tmp_path / "p.png", 1), (str(tmp_path / "p.png"), 1), (rgba, 1), (gray, 1), (palette, 1),
-                      (clip, 5), (torch.from_numpy(clip[0]), 1), (clip[0].astype(np.float32) / 255, 1)):
+    for prompt, T in (
+        (tmp_path / "p.png", 1),
+        (str(tmp_path / "p.png"), 1),
+        (rgba, 1),
+        (gray, 1),
+        (palette, 1),
+        (clip, 5),
+        (torch.from_numpy(clip[0]), 1),
+        (clip[0].astype(np.float32) / 255, 1),
+    ):
         frames = load_prompt_frames(prompt, 32)
         assert frames.shape == (T, 32, 32, 3) and frames.dtype == np.uint8
 
 
-@pytest.mark.parametrize("make, error, words", [
-    (lambda p: p / "missing.png", FileNotFoundError, "does not exist"),
-    (lambda p: p, ValueError, "is a directory"),
-    (lambda p: [(p / "empty.png").write_bytes(b""), p / "empty.png"][1], ValueError, "is empty"),
-    (lambda p: [(p / "text.png").write_text("not an image"), p / "text.png"][1], ValueError, "not a readable image"),
-    (lambda p: np.zeros((4, 4, 3), dtype=np.int64) + 300, ValueError, "dtype"),
-    (lambda p: np.zeros((2, 3, 4, 5, 6), dtype=np.uint8), ValueError, "shape"),
-    (lambda p: {"not": "an image"}, TypeError, "Unsupported prompt type"),
-])
+@pytest.mark.parametrize(
+    "make, error, words",
+    [
+        (lambda p: p / "missing.png", FileNotFoundError, "does not exist"),
+        (lambda p: p, ValueError, "is a directory"),
+        (lambda p: [(p / "empty.png").write_bytes(b""), p / "empty.png"][1], ValueError, "is empty"),
+        (
+            lambda p: [(p / "text.png").write_text("not an image"), p / "text.png"][1],
+            ValueError,
+            "not a readable image",
+        ),
+        (lambda p: np.zeros((4, 4, 3), dtype=np.int64) + 300, ValueError, "dtype"),
+        (lambda p: np.zeros((2, 3, 4, 5, 6), dtype=np.uint8), ValueError, "shape"),
+        (lambda p: {"not": "an image"}, TypeError, "Unsupported prompt type"),
+    ],
+)
 def test_bad_prompts_raise_typed_errors_naming_the_fix(tmp_path, make, error, words):
     with pytest.raises(error, match=words):
         load_prompt_frames(make(tmp_path), 32)
@@ -113,9 +128,28 @@ def test_genie_bench_json_reports_every_measurement(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "genie.cli", "bench", "--preset", "tiny", "--steps", "2",
-                           "--sizes", "1,2", "--budget", "30", "--threads", "1", "--json"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genie.cli",
+            "bench",
+            "--preset",
+            "tiny",
+            "--steps",
+            "2",
+            "--sizes",
+            "1,2",
+            "--budget",
+            "30",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)
     assert [r["use_cache"] for r in result["single_stream"]] == [True, False]

@@ -11,18 +11,25 @@ genie/lam.py). This test asserts what the mechanism reliably does today.
 """
 
 import pytest
+from synthetic import write_sprite_dataset
 
 from genie import recipes
 from genie.evaluate import evaluate_world
-
-from synthetic import write_sprite_dataset
 
 
 @pytest.mark.slow
 def test_tiny_world_learns_controllable_sprite_dynamics(tmp_path):
     data = write_sprite_dataset(tmp_path / "sprites", episodes=40, length=32, size=16, sprite=4, step=4)
-    recipes.train_world(data, tmp_path / "world", preset_name="tiny", steps=600, context=6, batch_size=8,
-                        lr=1e-3, progress=False)
+    recipes.train_world(
+        data,
+        tmp_path / "world",
+        preset_name="tiny",
+        steps=600,
+        context=6,
+        batch_size=8,
+        lr=1e-3,
+        progress=False,
+    )
     result = evaluate_world(tmp_path / "world", data, windows=32, horizon=4, progress=False)
     print({k: result[k] for k in ("psnr", "delta_psnr_t4", "action_agreement", "latent_actions_used")})
     assert result["delta_psnr_t4"] > 1.0, result  # clearly above 0: actions control the world

@@ -89,7 +89,7 @@ def _attention_fwd(
     V,
     PK,
     PV,
-    O,
+    Out,
     MASK,
     sq1,
     sq2,
@@ -214,8 +214,8 @@ def _attention_fwd(
     )
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
     tl.store(
-        O + z1 * so1 + z2 * so2 + z3 * so3 + offs_m[:, None] * sol + offs_d[None, :] * sod,
-        out.to(O.dtype.element_ty),
+        Out + z1 * so1 + z2 * so2 + z3 * so3 + offs_m[:, None] * sol + offs_d[None, :] * sod,
+        out.to(Out.dtype.element_ty),
         mask=q_mask,
     )
 
