@@ -17,7 +17,7 @@ from tqdm import tqdm
 from genie.checkpoint import load_model
 from genie.data import VideoDataset
 from genie.errors import GenieValueError
-from genie.metrics import action_agreement, fit_action_mapping, psnr, ssim
+from genie.metrics import action_agreement, psnr, ssim
 
 
 def _eval_windows(ds: VideoDataset, T: int, count: int, seed: int):
@@ -146,25 +146,3 @@ def evaluate_world(
         result["action_agreement"] = agree["accuracy"]
         result["action_agreement_fit_transitions"] = agree["fit"]
     return result
-
-
-def latent_real_pairs(world, ds: VideoDataset, max_transitions: int = 200, T: int = 8, seed: int = 0):
-    """(latent, real) action pairs on at most `max_transitions` labelled transitions of the train split."""
-    index = ds.windows(T, "train")
-    rng = np.random.default_rng(seed)
-    lat, real = [], []
-    for i in rng.permutation(len(index)):
-        w = ds.read_window(*index[int(i)], T)
-        frames = torch.from_numpy(w["frames"])[None].to(world.device)
-        lat.append(world.lam.infer_actions(frames.float() / 255.0)[0].cpu().numpy())
-        real.append(w["actions"])
-        if sum(map(len, lat)) >= max_transitions:
-            break
-    lat, real = np.concatenate(lat)[:max_transitions], np.concatenate(real)[:max_transitions]
-    return lat, real
-
-
-def fit_world_action_mapping(world, ds: VideoDataset, max_transitions: int = 200) -> dict:
-    lat, real = latent_real_pairs(world, ds, max_transitions)
-    num_real = int(ds.meta.get("num_actions") or real.max() + 1)
-    return fit_action_mapping(lat, real, world.num_actions, num_real)

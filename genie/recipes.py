@@ -264,5 +264,33 @@ def train_world(
     if (out / "prompts").exists():
         shutil.rmtree(out / "prompts")
     info["prompts"] = save_prompts(ds, out / "prompts")
+    if ds.has_actions and ds.meta.get("num_actions"):
+        info["action_mapping"] = action_mapping(lam.cpu(), ds)
     save_world(out, tok.cpu(), dyn.cpu(), lam.cpu(), info)
     return {"out": str(out), "info": info}
+
+
+@torch.no_grad()
+def action_mapping(lam, ds: VideoDataset, max_transitions: int = 200, seed: int = 0) -> dict:
+    """Latent<->real action maps fitted on at most `max_transitions` labelled transitions of the train
+    split (the paper's behaviour-cloning budget): for each real action, the latent action that most
+    often produces it; for each latent action, its most frequent real action."""
+    from genie.metrics import fit_action_mapping
+
+    T = min(lam.cfg.context, min(ds.episode_length(e) for e in ds.split_episodes("train")))
+    index = ds.windows(T, "train")
+    rng = np.random.default_rng(seed)
+    latent, real = [], []
+    for i in rng.permutation(len(index)):
+        window = ds.read_window(*index[int(i)], T)
+        frames = torch.from_numpy(window["frames"])[None].float() / 255.0
+        latent.append(lam.infer_actions(frames)[0].numpy())
+        real.append(window["actions"])
+        if sum(map(len, latent)) >= max_transitions:
+            break
+    latent, real = np.concatenate(latent)[:max_transitions], np.concatenate(real)[:max_transitions]
+    num_real = int(ds.meta["num_actions"])
+    mapping = fit_action_mapping(latent, real, lam.cfg.num_actions, num_real)
+    names = ds.meta.get("action_names") or [str(i) for i in range(num_real)]
+    return {"real_action_names": list(names), "latent_for_real": mapping["latent_for_real"],
+            "real_for_latent": mapping["real_for_latent"], "fit_transitions": int(len(latent))}

@@ -119,6 +119,16 @@ def _render(env, env_id: str) -> np.ndarray:
     return frame
 
 
+def _action_names(env, space) -> list[str]:
+    """The game's names for its actions (ALE: NOOP, FIRE, RIGHT, ...), else "0", "1", ..."""
+    meanings = getattr(env.unwrapped, "get_action_meanings", None)
+    try:
+        names = [str(n) for n in meanings()] if meanings is not None else None
+    except Exception:  # some envs define the method but cannot answer before reset
+        names = None
+    return names if names and len(names) == int(space.n) else [str(i) for i in range(int(space.n))]
+
+
 def collect(
     env_id: str,
     episodes: int,
@@ -157,6 +167,7 @@ def collect(
             "env_id": env_id,
             "env_kwargs": env_kwargs,
             "num_actions": int(space.n) if discrete else None,
+            "action_names": _action_names(env, space) if discrete else None,
             "size": size,
             "fit": fit,
             "policy": policy,

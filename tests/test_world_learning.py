@@ -10,6 +10,8 @@ but often splits one real action over codes that also depend on where the sprite
 genie/lam.py). This test asserts what the mechanism reliably does today.
 """
 
+import json
+
 import pytest
 from synthetic import write_sprite_dataset
 
@@ -36,3 +38,7 @@ def test_tiny_world_learns_controllable_sprite_dynamics(tmp_path):
     assert result["psnr"][0] > 25.0, result  # the first imagined frame is close to the real one
     assert result["action_agreement"] >= 0.35, result  # well above chance (~0.2), below the 0.9 target
     assert result["latent_actions_used"] >= 4, result  # no collapse onto one code
+    # The world carries its latent<->real action maps, fitted on <= 200 labelled transitions (play.py uses it).
+    mapping = json.loads((tmp_path / "world" / "world.json").read_text())["action_mapping"]
+    assert len(mapping["latent_for_real"]) == 5 and len(mapping["real_for_latent"]) == 8
+    assert all(0 <= a < 8 for a in mapping["latent_for_real"]) and mapping["fit_transitions"] == 200
