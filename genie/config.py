@@ -43,6 +43,11 @@ class LAMConfig:
     # Spatial position information in the LAM encoder: "none" (a set of patches read by an action-query
     # token), "absolute" (learned embeddings) or "relative" (2D RoPE, mean-pooled). See genie/lam.py.
     encoder_positions: str = "none"
+    # Shift consistency: the same action happened in a window rolled by a random (dy, dx) of at most
+    # shift_pixels; the loss pulls the two windows' action latents together, so a code cannot depend on
+    # where things are. 0 turns it off.
+    shift_consistency: float = 0.01
+    shift_pixels: int = 4
 
     @property
     def grid(self) -> int:
