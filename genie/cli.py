@@ -152,6 +152,19 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import torch
+
+    from genie.world import export_world
+
+    dst = export_world(args.world, args.out, dtype=None if args.fp32 else torch.float16)
+    size = sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
+    print(
+        f"exported {args.world} -> {dst} ({size / 2**20:.1f} MiB, {'fp32' if args.fp32 else 'fp16'} weights)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genie", description="Genie-style interactive world models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("export", help="copy a world without its training state, fp16 weights (for shipping)")
+    p.add_argument("--world", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+    p.set_defaults(func=cmd_export)
 
     for module in ("genie.play_cli", "genie.bench"):
         try:

@@ -125,9 +125,12 @@ class LatentActionModel(nn.Module):
         """Mean squared distance between the normalized action latents of x and of x rolled by one random
         (dy, dx) per window (same shift for every frame: the same actions happened)."""
         s = self.cfg.shift_pixels
-        shifted = torch.stack([
-            torch.roll(w, shifts=tuple(int(v) for v in torch.randint(-s, s + 1, (2,))), dims=(1, 2)) for w in x
-        ])
+        shifted = torch.stack(
+            [
+                torch.roll(w, shifts=tuple(int(v) for v in torch.randint(-s, s + 1, (2,))), dims=(1, 2))
+                for w in x
+            ]
+        )
         other = self._action_latents(shifted)
         return (F.normalize(latents, dim=-1) - F.normalize(other, dim=-1)).pow(2).sum(-1).mean()
 

@@ -292,5 +292,9 @@ def action_mapping(lam, ds: VideoDataset, max_transitions: int = 200, seed: int 
     num_real = int(ds.meta["num_actions"])
     mapping = fit_action_mapping(latent, real, lam.cfg.num_actions, num_real)
     names = ds.meta.get("action_names") or [str(i) for i in range(num_real)]
-    return {"real_action_names": list(names), "latent_for_real": mapping["latent_for_real"],
-            "real_for_latent": mapping["real_for_latent"], "fit_transitions": int(len(latent))}
+    return {
+        "real_action_names": list(names),
+        "latent_for_real": mapping["latent_for_real"],
+        "real_for_latent": mapping["real_for_latent"],
+        "fit_transitions": int(len(latent)),
+    }

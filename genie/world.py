@@ -358,3 +358,23 @@ def random_world(path, preset_name: str = "tiny", seed: int = 0, **info) -> Path
     )
     dyn.set_action_codes(lam.action_vectors())
     return save_world(path, tok, dyn, lam, info)
+
+
+def export_world(src, dst, dtype: torch.dtype | None = torch.float16) -> Path:
+    """Copy a world folder without its training state (train/), weights cast to `dtype` (fp16 halves the
+    size; loading casts back to fp32 on CPU). For shipping a world."""
+    import shutil
+
+    from genie.checkpoint import load_model
+
+    src, dst = Path(src), Path(dst)
+    world = World.load(src, device="cpu")  # validates the folder
+    info = {k: v for k, v in world.info.items() if k not in ("format", "version", "path")}
+    lam = load_model(src / "lam", "lam") if (src / "lam" / "config.json").exists() else None
+    tok, dyn = load_model(src / "tokenizer", "tokenizer"), load_model(src / "dynamics", "dynamics")
+    if (src / "prompts").exists():
+        if (dst / "prompts").exists():
+            shutil.rmtree(dst / "prompts")
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src / "prompts", dst / "prompts")
+    return save_world(dst, tok, dyn, lam, info, dtype=dtype)

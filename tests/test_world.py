@@ -155,3 +155,17 @@ def test_genie_bench_json_reports_every_measurement(tmp_path):
     assert [r["use_cache"] for r in result["single_stream"]] == [True, False]
     assert [r["num_envs"] for r in result["batched"]] == [1, 2]
     assert result["training"]["frames_per_s"] > 0 and result["cached_over_uncached"] > 0
+
+
+def test_export_writes_a_smaller_world_that_steps_like_the_original(world_dir, tmp_path):
+    from genie.world import export_world
+
+    out = export_world(world_dir, tmp_path / "shipped")
+    size = lambda p: sum(f.stat().st_size for f in p.rglob("*.safetensors"))  # noqa: E731
+    assert size(out) < 0.6 * size(world_dir)
+    frames = []
+    for path in (world_dir, out):
+        world = World.load(path)
+        world.reset(np.full((32, 32, 3), 90, np.uint8))
+        frames.append(torch.stack([world.step([a], temperature=0) for a in (1, 2, 3)]).float())
+    assert (frames[0] - frames[1]).abs().mean() < 8  # fp16 weights: close to the fp32 world
