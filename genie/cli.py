@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 
 def _add_train_args(p, with_data: bool = True) -> None:
