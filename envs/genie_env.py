@@ -3,8 +3,8 @@
 Letters: H W pixels, A latent actions.
 
 Observation: the current frame, uint8 (H, W, 3), a fresh numpy copy every call. Action: a latent action
-in Discrete(A) (a_t moves frame t to frame t+1). Reward is 0.0 and `terminated` is always False: the
-World predicts neither yet (when it does, only `_reward_done` changes). Episodes are truncated after
+in Discrete(A) (a_t moves frame t to frame t+1). Reward and `terminated` come from the world's reward
+model when it has one (trained on recorded rewards); otherwise 0.0 and False. Episodes are truncated after
 `max_episode_steps` steps (None: never). `info` holds "elapsed_steps"; the wall-clock latency of the last
 step is `env.unwrapped.last_step_ms` (kept out of info, which check_env requires to be deterministic).
 
@@ -134,9 +134,13 @@ class GenieEnv(gym.Env):
         return self._frame.copy(), reward, terminated, bool(truncated), info
 
     def _reward_done(self, frames: torch.Tensor) -> tuple[float, bool]:
-        """(reward, terminated) of the frame just imagined. The World predicts neither yet, so 0.0 and
-        False; once it offers `predict_reward_done`, call it here."""
-        return 0.0, False
+        """(reward, terminated) of the frame just imagined: the world's reward model when it has one
+        (a world trained on recorded rewards), else 0.0 and False."""
+        predicted = self.world.predict_reward_done()
+        if predicted is None:
+            return 0.0, False
+        reward, terminated = predicted
+        return float(reward[0]), bool(terminated[0])
 
     def render(self):
         if self._frame is None:

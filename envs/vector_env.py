@@ -167,8 +167,11 @@ class GenieVectorEnv(VectorEnv):
         return self.world.frames, reward, terminated, torch.from_numpy(truncated).to(device), info
 
     def _reward_done(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reward float32 (B,), terminated bool (B,)) of the frames just imagined. The World predicts
-        neither yet, so zeros; once it offers `predict_reward_done`, call it here."""
+        """(reward float32 (B,), terminated bool (B,)) of the frames just imagined: the world's reward
+        model when it has one, else zeros."""
+        predicted = self.world.predict_reward_done()
+        if predicted is not None:
+            return predicted[0].float().clone(), predicted[1].clone()
         device = self.world.device
         return torch.zeros(self.num_envs, device=device), torch.zeros(
             self.num_envs, dtype=torch.bool, device=device

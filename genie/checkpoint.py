@@ -36,7 +36,11 @@ def model_class(kind: str):
         from dynamics.model import DynamicsModel
 
         return DynamicsModel
-    raise GenieValueError(f"Unknown model kind {kind!r}: expected tokenizer, lam or dynamics.")
+    if kind == "reward":
+        from genie.reward import RewardModel
+
+        return RewardModel
+    raise GenieValueError(f"Unknown model kind {kind!r}: expected tokenizer, lam, dynamics or reward.")
 
 
 def write_json_atomic(path, data: dict) -> None:

@@ -70,6 +70,16 @@ class DynamicsConfig:
     temperature: float = 1.0
 
 
+@dataclass
+class RewardConfig:
+    grid: int = 16  # tokens per frame = grid^2 (from the tokenizer)
+    vocab_size: int = 1024
+    d_model: int = 128
+    depth: int = 2
+    heads: int = 4
+    termination_weight: float = 10.0  # terminations are rare: weight of the positive class in the BCE
+
+
 PRESETS: dict[str, dict[str, dict]] = {
     "tokenizer": {
         "tiny": dict(
@@ -92,9 +102,19 @@ PRESETS: dict[str, dict[str, dict]] = {
         "demo": dict(d_model=192, depth=4, heads=6, maskgit_steps=8),
         "coinrun": dict(d_model=512, depth=12, heads=8, maskgit_steps=25),
     },
+    "reward": {
+        "tiny": dict(d_model=64, depth=1, heads=4),
+        "demo": dict(d_model=128, depth=2, heads=4),
+        "coinrun": dict(d_model=256, depth=2, heads=8),
+    },
 }
 
-CONFIG_CLASSES = {"tokenizer": TokenizerConfig, "lam": LAMConfig, "dynamics": DynamicsConfig}
+CONFIG_CLASSES = {
+    "tokenizer": TokenizerConfig,
+    "lam": LAMConfig,
+    "dynamics": DynamicsConfig,
+    "reward": RewardConfig,
+}
 
 
 def preset(kind: str, name: str, **overrides):

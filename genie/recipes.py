@@ -108,11 +108,11 @@ def train_lam(
 
 
 class FrozenEncoders:
-    """batch_fn for dynamics training: frames -> tokens (frozen tokenizer) + latent actions (frozen LAM)."""
+    """batch_fn: frames -> tokens (frozen tokenizer) and, with a LAM, latent actions (frozen LAM)."""
 
-    def __init__(self, tokenizer, lam):
-        self.tokenizer, self.lam = tokenizer.eval(), lam.eval()
-        for p in list(tokenizer.parameters()) + list(lam.parameters()):
+    def __init__(self, tokenizer, lam=None):
+        self.tokenizer, self.lam = tokenizer.eval(), lam.eval() if lam is not None else None
+        for p in list(tokenizer.parameters()) + (list(lam.parameters()) if lam is not None else []):
             p.requires_grad_(False)
 
     @torch.no_grad()
@@ -120,10 +120,12 @@ class FrozenEncoders:
         frames = batch["frames"]
         if next(self.tokenizer.parameters()).device != frames.device:
             self.tokenizer.to(frames.device)
-            self.lam.to(frames.device)
+            if self.lam is not None:
+                self.lam.to(frames.device)
         with torch.autocast(frames.device.type, enabled=False):
             batch["tokens"] = self.tokenizer.encode(frames).flatten(2)
-            batch["latent_actions"] = self.lam.infer_actions(frames)
+            if self.lam is not None:
+                batch["latent_actions"] = self.lam.infer_actions(frames)
         return batch
 
 
@@ -181,6 +183,44 @@ def train_dynamics(
     return summary
 
 
+def train_reward(
+    data,
+    tokenizer,
+    out,
+    preset_name: str = "demo",
+    steps: int = 1000,
+    resume: bool = False,
+    progress: bool = True,
+    context: int | None = None,
+    **train_kw,
+) -> dict:
+    """Reward + termination prediction on transitions (2-frame windows) of data that recorded them."""
+    from genie.reward import RewardModel
+
+    ds = _open_data(data)
+    if not ds.has_rewards:
+        raise GenieValueError(
+            f"{getattr(ds, 'root', data)} has no recorded rewards: record a Gymnasium env with `genie collect`."
+        )
+    tokenizer = _as_model(tokenizer, "tokenizer")
+    cfg = preset("reward", preset_name, grid=tokenizer.cfg.grid, vocab_size=tokenizer.cfg.codebook_size)
+    windows = WindowDataset(ds, 2, "train")
+    train_cfg = _train_config(steps, **train_kw)
+    model = RewardModel(cfg)
+    summary = train(
+        model,
+        windows,
+        train_cfg,
+        out,
+        resume,
+        _data_meta(ds, data),
+        batch_fn=FrozenEncoders(tokenizer),
+        progress=progress,
+    )
+    summary["model"] = model
+    return summary
+
+
 def _finished(run: Path, steps: int) -> bool:
     f = run / "trainer.json"
     return f.exists() and json.loads(f.read_text()).get("step", 0) >= steps
@@ -222,7 +262,7 @@ def train_world(
     """Tokenizer, then LAM, then dynamics (LAM and tokenizer frozen) into one world folder.
     `stage_steps` ({"tokenizer": N, ...}) overrides `steps` per model."""
     stage_steps = {k: v for k, v in (stage_steps or {}).items() if v}
-    steps_of = {k: stage_steps.get(k, steps) for k in ("tokenizer", "lam", "dynamics")}
+    steps_of = {k: stage_steps.get(k, steps) for k in ("tokenizer", "lam", "dynamics", "reward")}
     from genie.world import save_world
 
     ds = _open_data(data)
@@ -250,6 +290,18 @@ def train_world(
         **common,
     )
     dyn = dyn_summary["model"]
+    reward = None
+    if ds.has_rewards and ds.has_actions:  # recorded from an env: learn its rewards and terminations
+        reward = _stage(
+            train_reward,
+            runs / "reward",
+            steps_of["reward"],
+            resume,
+            "reward",
+            data=ds,
+            tokenizer=tok,
+            **common,
+        )["model"]
     info = {
         "env_id": ds.meta.get("env_id"),
         "env_kwargs": ds.meta.get("env_kwargs") or {},
@@ -266,7 +318,9 @@ def train_world(
     info["prompts"] = save_prompts(ds, out / "prompts")
     if ds.has_actions and ds.meta.get("num_actions"):
         info["action_mapping"] = action_mapping(lam.cpu(), ds)
-    save_world(out, tok.cpu(), dyn.cpu(), lam.cpu(), info)
+    save_world(
+        out, tok.cpu(), dyn.cpu(), lam.cpu(), info, reward=reward.cpu() if reward is not None else None
+    )
     return {"out": str(out), "info": info}
 
 

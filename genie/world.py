@@ -96,6 +96,7 @@ class World:
         device=None,
         dtype=None,
         use_cache: bool = True,
+        reward=None,
     ):
         self.device = torch.device(device) if device is not None else default_device()
         if dtype is None:
@@ -104,6 +105,9 @@ class World:
         self.tokenizer = tokenizer.to(self.device, dtype).eval()
         self.dynamics = dynamics.to(self.device, dtype).eval()
         self.lam = lam.to(self.device, dtype).eval() if lam is not None else None
+        self.reward_model = reward.to(self.device, dtype).eval() if reward is not None else None
+        self._last_tokens = None  # (B, N) tokens of each world's current frame
+        self._transition = None  # (B, 2, N) tokens of the last step's frames t, t+1
         self.info = dict(info or {})
         if tokenizer.cfg.codebook_size != dynamics.cfg.vocab_size or tokenizer.cfg.grid != dynamics.cfg.grid:
             raise GenieValueError(
@@ -158,8 +162,9 @@ class World:
         tokenizer = load_model(path / "tokenizer", "tokenizer")
         dynamics = load_model(path / "dynamics", "dynamics")
         lam = load_model(path / "lam", "lam") if (path / "lam" / "config.json").exists() else None
+        reward = load_model(path / "reward", "reward") if (path / "reward" / "config.json").exists() else None
         info["path"] = str(path)
-        return cls(tokenizer, dynamics, lam, info, device, dtype, use_cache)
+        return cls(tokenizer, dynamics, lam, info, device, dtype, use_cache, reward)
 
     @staticmethod
     def write_info(path, info: dict) -> None:
@@ -226,6 +231,7 @@ class World:
         tokens, actions = self._encode_prompt(clips)
         self.rollout = Rollout(self.dynamics, use_cache=self.use_cache)
         self.rollout.prompt(tokens, actions)
+        self._last_tokens, self._transition = tokens[:, -1], None
         self.decoder_cache = self.tokenizer.decoder.new_cache() if self.use_cache else None
         self._token_history = None
         decoded = self._decode(tokens.view(*tokens.shape[:2], self.tokenizer.cfg.grid, -1))
@@ -250,6 +256,11 @@ class World:
         self.decoder_cache.merge_rows(rows, fresh, grid * grid)
         self.frames = self.frames.clone()  # never change a tensor handed out by an earlier step
         self.frames[rows] = frames[:, -1]
+        self._last_tokens = self._last_tokens.clone()
+        self._last_tokens[rows] = tokens[:, -1]
+        if self._transition is not None:  # a restarted world has no transition yet: it reads as t, t
+            self._transition = self._transition.clone()
+            self._transition[rows] = tokens[:, -1:].expand(-1, 2, -1)
         return frames[:, -1]
 
     def _to_u8(self, frames: torch.Tensor) -> torch.Tensor:
@@ -270,6 +281,21 @@ class World:
         return self._to_u8(self.tokenizer.decode(hist.view(*hist.shape[:2], grid, grid)))[:, -T:]
 
     # --- stepping ---
+
+    @property
+    def predicts_rewards(self) -> bool:
+        return self.reward_model is not None
+
+    @torch.no_grad()
+    def predict_reward_done(self):
+        """(reward float32 (B,), terminated bool (B,)) of the last step's transitions, from the world's
+        reward model; None when the world has none. Zeros right after a reset."""
+        if self.reward_model is None:
+            return None
+        if self._transition is None:
+            B = self.batch_size
+            return torch.zeros(B, device=self.device), torch.zeros(B, dtype=torch.bool, device=self.device)
+        return self.reward_model.predict(self._transition)
 
     def check_actions(self, actions) -> torch.Tensor:
         """Validate actions -> int64 (B,) on the device."""
@@ -315,12 +341,16 @@ class World:
             raise GenieValueError(f"maskgit_steps must be >= 1, got {steps}.")
         temp = self.temperature if temperature is None else float(temperature)
         tokens = self.rollout.step(actions, steps, temp, generator)  # (B, N)
+        self._transition = torch.stack([self._last_tokens, tokens], dim=1)
+        self._last_tokens = tokens
         grid = self.tokenizer.cfg.grid
         self.frames = self._decode(tokens.view(-1, 1, grid, grid))[:, 0]
         return self.frames
 
 
-def save_world(path, tokenizer, dynamics, lam=None, info: dict | None = None, dtype=None) -> Path:
+def save_world(
+    path, tokenizer, dynamics, lam=None, info: dict | None = None, dtype=None, reward=None
+) -> Path:
     """Write a world folder: one checkpoint per model + world.json (written last, so a folder without it
     is never taken for a complete world)."""
     from genie.checkpoint import save_model
@@ -331,6 +361,8 @@ def save_world(path, tokenizer, dynamics, lam=None, info: dict | None = None, dt
     save_model(dynamics, path / "dynamics", dtype=dtype)
     if lam is not None:
         save_model(lam, path / "lam", dtype=dtype)
+    if reward is not None:
+        save_model(reward, path / "reward", dtype=dtype)
     info = {"num_actions": dynamics.cfg.num_actions, "image_size": tokenizer.cfg.image_size, **(info or {})}
     World.write_info(path, info)
     return path
@@ -371,10 +403,11 @@ def export_world(src, dst, dtype: torch.dtype | None = torch.float16) -> Path:
     world = World.load(src, device="cpu")  # validates the folder
     info = {k: v for k, v in world.info.items() if k not in ("format", "version", "path")}
     lam = load_model(src / "lam", "lam") if (src / "lam" / "config.json").exists() else None
+    reward = load_model(src / "reward", "reward") if (src / "reward" / "config.json").exists() else None
     tok, dyn = load_model(src / "tokenizer", "tokenizer"), load_model(src / "dynamics", "dynamics")
     if (src / "prompts").exists():
         if (dst / "prompts").exists():
             shutil.rmtree(dst / "prompts")
         dst.mkdir(parents=True, exist_ok=True)
         shutil.copytree(src / "prompts", dst / "prompts")
-    return save_world(dst, tok, dyn, lam, info, dtype=dtype)
+    return save_world(dst, tok, dyn, lam, info, dtype=dtype, reward=reward)

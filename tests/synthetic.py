@@ -58,3 +58,32 @@ def write_sprite_dataset(root, episodes: int = 40, length: int = 32, seed: int =
                 truncated=np.zeros(len(actions), bool),
             )
     return root
+
+
+def sprite_cell(frame: np.ndarray, step: int) -> tuple[int, int]:
+    """(row, col) cell of the sprite's top-left corner (no straddling when sprite == step)."""
+    ys, xs = np.nonzero(frame[:, :, 0] > 128)
+    return int(ys.min()) // step, int(xs.min()) // step
+
+
+def write_reward_dataset(
+    root, episodes: int = 40, length: int = 32, size: int = 16, step: int = 4, seed: int = 0
+):
+    """Sprite video whose transitions carry reward 1.0 when the sprite lands in the top row and terminate
+    when it lands in the bottom-right cell (a signal in frame t+1 that a reward model can learn)."""
+    last = size // step - 1
+    with EpisodeWriter(root, meta={"source": "gym", "env_id": "Sprite-v0", "num_actions": len(MOVES)}) as w:
+        for frames, actions in sprite_episodes(
+            episodes, length, size=size, sprite=step, step=step, seed=seed
+        ):
+            cells = [sprite_cell(f, step) for f in frames[1:]]
+            rewards = np.array([1.0 if r == 0 else 0.0 for r, _ in cells], np.float32)
+            terminated = np.array([(r, c) == (last, last) for r, c in cells], bool)
+            w.add_episode(
+                frames,
+                actions=actions,
+                rewards=rewards,
+                terminated=terminated,
+                truncated=np.zeros(len(actions), bool),
+            )
+    return root
