@@ -33,7 +33,10 @@ def test_reward_model_learns_a_synthetic_signal(trained):
         pairs = torch.stack([tokens[:-1], tokens[1:]], dim=1)  # transitions t -> t+1
         r, d = reward.predict(pairs)
         pred_r.append(r), pred_d.append(d)
-        true_r.append(torch.from_numpy(ep["rewards"])), true_d.append(torch.from_numpy(ep["terminated"]))
+        (
+            true_r.append(torch.from_numpy(np.array(ep["rewards"]))),
+            true_d.append(torch.from_numpy(np.array(ep["terminated"]))),
+        )
     pred_r, pred_d, true_r, true_d = map(torch.cat, (pred_r, pred_d, true_r, true_d))
     assert true_r.sum() > 0 and true_d.sum() > 0
     reward_acc = ((pred_r > 0.5) == (true_r > 0.5)).float().mean()
