@@ -166,6 +166,50 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_rl(args) -> int:
+    from genie import ppo
+    from genie.errors import GenieValueError
+
+    if args.rl_command == "train":
+        from envs.genie_env import DEMO_WORLD
+        from envs.vector_env import GenieVectorEnv
+        from genie.world import World
+
+        world = World.load(args.world or DEMO_WORLD, device=args.device)
+        prompts = sorted((Path(world.info["path"]) / "prompts").glob("*.png"))
+        if not prompts:
+            raise GenieValueError(f"World {world.info['path']} has no prompts/*.png to start episodes from.")
+        ppo_args = ppo.Args(total_steps=args.steps, num_envs=args.num_envs, seed=args.seed)
+        envs = GenieVectorEnv(
+            num_envs=args.num_envs,
+            world=world,
+            prompt=[str(prompts[i % len(prompts)]) for i in range(args.num_envs)],
+            max_episode_steps=ppo_args.max_episode_steps,
+        )
+        summary = ppo.train(envs, ppo_args, out=args.out, progress=True)
+        print(
+            f"ppo: {summary['steps']} imagined steps, {summary['episodes']} episodes, return "
+            f"{summary['first_return']} -> {summary['last_return']}, {summary['steps_per_s']:.0f} steps/s -> {args.out}"
+        )
+        return 0
+    result = ppo.evaluate_real(
+        args.policy,
+        episodes=args.episodes,
+        env_id=args.env,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['env_id']}: policy {result['policy_mean']:.2f} +- {result['policy_std']:.2f}, random "
+            f"{result['random_mean']:.2f} +- {result['random_std']:.2f} over {result['episodes']} episodes"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genie", description="Genie-style interactive world models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -242,6 +286,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("rl", help="train a PPO agent in a world; score it in the real game")
+    rl = p.add_subparsers(dest="rl_command", required=True)
+    q = rl.add_parser("train", help="PPO in imagination (GenieVectorEnv tensor path)")
+    q.add_argument("--world", default=None, help="world folder (default: the shipped demo world)")
+    q.add_argument("--steps", type=int, default=100_000, help="imagined env steps in total")
+    q.add_argument("--num-envs", type=int, default=64)
+    q.add_argument("--out", required=True)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default=None)
+    q.set_defaults(func=cmd_rl)
+    q = rl.add_parser("eval", help="play the policy and a random one in the real Gymnasium game")
+    q.add_argument("--policy", required=True)
+    q.add_argument("--env", default=None, help="Gymnasium id (default: the one the world was trained on)")
+    q.add_argument("--episodes", type=int, default=20)
+    q.add_argument("--max-steps", type=int, default=10_000, help="steps per episode at most")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_rl)
 
     for module in ("genie.play_cli", "genie.bench"):
         try:
