@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="how the action enters the dynamics (default additive)",
             )
         if name == "world":
-            for stage in ("tokenizer", "lam", "dynamics"):
+            for stage in ("tokenizer", "lam", "dynamics", "reward"):
                 q.add_argument(
                     f"--{stage}-steps",
                     type=int,

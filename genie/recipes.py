@@ -60,6 +60,20 @@ def _data_meta(ds: VideoDataset, data) -> dict:
     }
 
 
+def _fit(
+    make_model, ds, data, T: int, steps: int, out, resume: bool, progress: bool, batch_fn=None, **train_kw
+):
+    """The tail every recipe shares: T-frame windows of the train split, a seeded model, the one loop."""
+    windows = WindowDataset(ds, T, "train")
+    train_cfg = _train_config(steps, **train_kw)  # seeds torch before the model is built
+    model = make_model()
+    summary = train(
+        model, windows, train_cfg, out, resume, _data_meta(ds, data), batch_fn=batch_fn, progress=progress
+    )
+    summary["model"] = model
+    return summary
+
+
 def train_tokenizer(
     data,
     out,
@@ -75,12 +89,7 @@ def train_tokenizer(
     ds = _open_data(data)
     cfg = preset("tokenizer", preset_name, image_size=ds.frame_shape[0], context=context)
     _check_size(ds, cfg.image_size, cfg.patch, "tokenizer")
-    windows = WindowDataset(ds, cfg.context, "train")
-    train_cfg = _train_config(steps, **train_kw)
-    model = VideoTokenizer(cfg)
-    summary = train(model, windows, train_cfg, out, resume, _data_meta(ds, data), progress=progress)
-    summary["model"] = model
-    return summary
+    return _fit(lambda: VideoTokenizer(cfg), ds, data, cfg.context, steps, out, resume, progress, **train_kw)
 
 
 def train_lam(
@@ -99,12 +108,9 @@ def train_lam(
     ds = _open_data(data)
     cfg = preset("lam", preset_name, image_size=ds.frame_shape[0], context=context, num_actions=num_actions)
     _check_size(ds, cfg.image_size, cfg.patch, "LAM")
-    windows = WindowDataset(ds, cfg.context, "train")
-    train_cfg = _train_config(steps, **train_kw)
-    model = LatentActionModel(cfg)
-    summary = train(model, windows, train_cfg, out, resume, _data_meta(ds, data), progress=progress)
-    summary["model"] = model
-    return summary
+    return _fit(
+        lambda: LatentActionModel(cfg), ds, data, cfg.context, steps, out, resume, progress, **train_kw
+    )
 
 
 class FrozenEncoders:
@@ -165,22 +171,24 @@ def train_dynamics(
         context=context,
         action_mode=action_mode,
     )
-    windows = WindowDataset(ds, cfg.context, "train")
-    train_cfg = _train_config(steps, **train_kw)
-    model = DynamicsModel(cfg)
-    model.set_action_codes(lam.action_vectors())
-    summary = train(
-        model,
-        windows,
-        train_cfg,
+
+    def make_model():
+        model = DynamicsModel(cfg)
+        model.set_action_codes(lam.action_vectors())
+        return model
+
+    return _fit(
+        make_model,
+        ds,
+        data,
+        cfg.context,
+        steps,
         out,
         resume,
-        _data_meta(ds, data),
+        progress,
         batch_fn=FrozenEncoders(tokenizer, lam),
-        progress=progress,
+        **train_kw,
     )
-    summary["model"] = model
-    return summary
 
 
 def train_reward(
@@ -204,21 +212,18 @@ def train_reward(
         )
     tokenizer = _as_model(tokenizer, "tokenizer")
     cfg = preset("reward", preset_name, grid=tokenizer.cfg.grid, vocab_size=tokenizer.cfg.codebook_size)
-    windows = WindowDataset(ds, 2, "train")
-    train_cfg = _train_config(steps, **train_kw)
-    model = RewardModel(cfg)
-    summary = train(
-        model,
-        windows,
-        train_cfg,
+    return _fit(
+        lambda: RewardModel(cfg),
+        ds,
+        data,
+        2,
+        steps,
         out,
         resume,
-        _data_meta(ds, data),
+        progress,
         batch_fn=FrozenEncoders(tokenizer),
-        progress=progress,
+        **train_kw,
     )
-    summary["model"] = model
-    return summary
 
 
 def _finished(run: Path, steps: int) -> bool:
