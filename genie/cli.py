@@ -74,6 +74,7 @@ def cmd_train(args) -> int:
             "tokenizer": args.tokenizer_steps,
             "lam": args.lam_steps,
             "dynamics": args.dynamics_steps,
+            "reward": args.reward_steps,
         }
         result = recipes.train_world(
             args.data,
