@@ -22,8 +22,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.keymap import number_keys_to_action
-from genie.errors import GenieFileNotFoundError, GenieValueError
+from envs.keymap import latent_for_real, number_keys_to_action
+from genie.errors import GenieFileNotFoundError, GenieTypeError, GenieValueError
 
 DEMO_WORLD = Path(__file__).resolve().parent.parent / "genie" / "assets" / "demo_world"
 
@@ -81,6 +81,7 @@ class GenieEnv(gym.Env):
         max_episode_steps: int | None = 1000,
         render_mode: str | None = None,
         render_scale: int = 8,
+        action_space: str = "latent",
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise GenieValueError(
@@ -96,7 +97,11 @@ class GenieEnv(gym.Env):
         self.render_mode, self.render_scale = render_mode, int(render_scale)
         S = self.world.image_size
         self.observation_space = gym.spaces.Box(0, 255, (S, S, 3), np.uint8)
-        self.action_space = gym.spaces.Discrete(self.world.num_actions)
+        # "latent": the world's |A| latent actions; "real": the game's own actions, each played as the
+        # latent action the world's fitted mapping gives it.
+        self._latent_for_real = latent_for_real(self.world, action_space)
+        n = self.world.num_actions if self._latent_for_real is None else len(self._latent_for_real)
+        self.action_space = gym.spaces.Discrete(n)
         self.generator = torch.Generator(device=self.world.device)
         self.elapsed_steps = 0
         self.last_step_ms = 0.0  # latency of the last step (not in info: check_env wants info deterministic)
@@ -122,6 +127,8 @@ class GenieEnv(gym.Env):
         if self._frame is None:
             raise GenieValueError("Call reset() before step(action).")
         t0 = time.perf_counter()
+        if self._latent_for_real is not None:
+            action = self._latent_for_real[self._check_real(action)]
         frames = self.world.step([action], self.maskgit_steps, self.temperature, self.generator)
         self._frame = frame_to_numpy(frames[0])
         self.last_step_ms = (time.perf_counter() - t0) * 1e3
@@ -132,6 +139,16 @@ class GenieEnv(gym.Env):
         if self.render_mode == "human":
             self.render()
         return self._frame.copy(), reward, terminated, bool(truncated), info
+
+    def _check_real(self, action) -> int:
+        a = np.asarray(action)
+        if a.ndim != 0 or a.dtype.kind not in "iu":
+            raise GenieTypeError(
+                f"A real action must be one integer in [0, {self.action_space.n}), got {action!r}."
+            )
+        if not 0 <= int(a) < self.action_space.n:
+            raise GenieValueError(f"Real actions are in [0, {self.action_space.n}), got {int(a)}.")
+        return int(a)
 
     def _reward_done(self, frames: torch.Tensor) -> tuple[float, bool]:
         """(reward, terminated) of the frame just imagined: the world's reward model when it has one

@@ -103,3 +103,18 @@ class Keymap:
             lines.append(" ".join(named))
         lines.append("R reset  P pause  S screenshot  Esc quit")
         return lines
+
+
+def latent_for_real(world, action_space: str) -> list[int] | None:
+    """The latent action of each real action when `action_space` is "real" (None for "latent")."""
+    if action_space not in ("latent", "real"):
+        raise GenieValueError(f'action_space must be "latent" or "real", got {action_space!r}.')
+    if action_space == "latent":
+        return None
+    mapping = world.info.get("action_mapping")
+    if not mapping:
+        raise GenieValueError(
+            'action_space="real" needs a world with a latent<->real action mapping: train it with '
+            "`genie train world` on data recorded by `genie collect` (it has the game's actions)."
+        )
+    return parse_action_mapping(mapping, world.num_actions)[1]

@@ -30,6 +30,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs.genie_env import default_prompt, frame_to_numpy, generator_seed, load_world
+from envs.keymap import latent_for_real
 from genie.errors import GenieValueError
 
 
@@ -52,6 +53,7 @@ class GenieVectorEnv(VectorEnv):
         device=None,
         max_episode_steps: int | None = 1000,
         render_mode: str | None = None,
+        action_space: str = "latent",
     ):
         if int(num_envs) < 1:
             raise GenieValueError(f"num_envs must be >= 1, got {num_envs}.")
@@ -73,7 +75,10 @@ class GenieVectorEnv(VectorEnv):
         self.render_mode = render_mode
         S, B = self.world.image_size, self.num_envs
         self.single_observation_space = gym.spaces.Box(0, 255, (S, S, 3), np.uint8)
-        self.single_action_space = gym.spaces.Discrete(self.world.num_actions)
+        table = latent_for_real(self.world, action_space)  # None: latent actions
+        self._latent_for_real = None if table is None else torch.tensor(table, dtype=torch.long)
+        n = self.world.num_actions if table is None else len(table)
+        self.single_action_space = gym.spaces.Discrete(n)
         self.observation_space = batch_space(self.single_observation_space, B)
         self.action_space = batch_space(self.single_action_space, B)
         self.generator = torch.Generator(device=self.world.device)
@@ -140,6 +145,15 @@ class GenieVectorEnv(VectorEnv):
         if not self._started:
             raise GenieValueError("Call reset() before step(actions).")
         t0 = time.perf_counter()
+        if self._latent_for_real is not None:  # the game's actions -> their latent actions
+            real = torch.as_tensor(np.asarray(actions) if not torch.is_tensor(actions) else actions)
+            if real.dtype in (torch.bool,) or real.is_floating_point() or real.shape != (self.num_envs,):
+                raise GenieValueError(f"Expected {self.num_envs} integer real actions, got {actions!r}.")
+            if bool(((real < 0) | (real >= len(self._latent_for_real))).any()):
+                raise GenieValueError(
+                    f"Real actions are in [0, {len(self._latent_for_real)}), got {real.tolist()}."
+                )
+            actions = self._latent_for_real.to(real.device)[real.long()]
         actions = self.world.check_actions(actions)
         rows = np.flatnonzero(self._autoreset)
         if len(rows) == self.num_envs:  # everyone restarts: one fresh batch is cheaper than stepping

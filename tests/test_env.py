@@ -209,3 +209,37 @@ def test_stable_baselines3_ppo_trains_on_genie_env(tmp_path, prompt):
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(int(action))
+
+
+def test_real_action_space_plays_the_mapped_latent_actions(tmp_path, prompt):
+    import json
+
+    from envs.vector_env import GenieVectorEnv
+
+    world_dir = tiny_world(tmp_path / "w")
+    info = json.loads((world_dir / "world.json").read_text())
+    info["action_mapping"] = {
+        "real_action_names": ["NOOP", "FIRE", "RIGHT", "LEFT"],
+        "latent_for_real": [5, 2, 7, 0],
+    }
+    (world_dir / "world.json").write_text(json.dumps(info))
+    real = gym.make("Genie-v0", world=str(world_dir), prompt=prompt, action_space="real").unwrapped
+    latent = gym.make("Genie-v0", world=str(world_dir), prompt=prompt).unwrapped
+    assert real.action_space.n == 4 and latent.action_space.n == 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gym_check_env(real)
+    # Real action k plays latent action latent_for_real[k]: same frames as the latent env.
+    assert all(
+        np.array_equal(a, b) for a, b in zip(rollout(real, 3, [2, 1, 0, 3]), rollout(latent, 3, [7, 2, 5, 0]))
+    )
+    with pytest.raises(ValueError, match=r"in \[0, 4\)"):
+        real.step(4)
+    with pytest.raises(TypeError, match="integer"):
+        real.step(1.5)
+    vec = GenieVectorEnv(num_envs=2, world=str(world_dir), prompt=prompt, action_space="real")
+    assert vec.single_action_space.n == 4
+    vec.reset(seed=0)
+    vec.step(np.array([3, 1]))
+    with pytest.raises(ValueError, match="no action mapping|latent<->real"):
+        GenieEnv(world=tiny_world(tmp_path / "plain"), prompt=prompt, action_space="real")
