@@ -62,6 +62,15 @@ def frame_to_numpy(frame: torch.Tensor) -> np.ndarray:
     return arr.copy() if frame.device.type == "cpu" else arr
 
 
+def check_episode_kwargs(render_mode, render_modes, max_episode_steps) -> int | None:
+    """Validate the kwargs both envs share; returns max_episode_steps as an int (or None)."""
+    if render_mode is not None and render_mode not in render_modes:
+        raise GenieValueError(f"render_mode must be one of {render_modes} or None, got {render_mode!r}.")
+    if max_episode_steps is not None and int(max_episode_steps) < 1:
+        raise GenieValueError(f"max_episode_steps must be >= 1 (or None), got {max_episode_steps}.")
+    return None if max_episode_steps is None else int(max_episode_steps)
+
+
 def generator_seed(np_random: np.random.Generator) -> int:
     return int(np_random.integers(2**63 - 1))
 
@@ -83,17 +92,14 @@ class GenieEnv(gym.Env):
         render_scale: int = 8,
         action_space: str = "latent",
     ):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise GenieValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}."
-            )
-        if max_episode_steps is not None and int(max_episode_steps) < 1:
-            raise GenieValueError(f"max_episode_steps must be >= 1 (or None), got {max_episode_steps}.")
+        max_episode_steps = check_episode_kwargs(
+            render_mode, self.metadata["render_modes"], max_episode_steps
+        )
         self.world = load_world(world, device)
         # Load the prompt now: a bad prompt fails at construction, and resets don't re-read files.
         self.prompt = self.world.prompt_clip(default_prompt(self.world) if prompt is None else prompt)
         self.maskgit_steps, self.temperature = maskgit_steps, temperature
-        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.max_episode_steps = max_episode_steps
         self.render_mode, self.render_scale = render_mode, int(render_scale)
         S = self.world.image_size
         self.observation_space = gym.spaces.Box(0, 255, (S, S, 3), np.uint8)

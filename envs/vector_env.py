@@ -29,7 +29,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.genie_env import default_prompt, frame_to_numpy, generator_seed, load_world
+from envs.genie_env import check_episode_kwargs, default_prompt, frame_to_numpy, generator_seed, load_world
 from envs.keymap import latent_for_real
 from genie.errors import GenieValueError
 
@@ -57,12 +57,9 @@ class GenieVectorEnv(VectorEnv):
     ):
         if int(num_envs) < 1:
             raise GenieValueError(f"num_envs must be >= 1, got {num_envs}.")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise GenieValueError(
-                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}."
-            )
-        if max_episode_steps is not None and int(max_episode_steps) < 1:
-            raise GenieValueError(f"max_episode_steps must be >= 1 (or None), got {max_episode_steps}.")
+        max_episode_steps = check_episode_kwargs(
+            render_mode, self.metadata["render_modes"], max_episode_steps
+        )
         self.num_envs = int(num_envs)
         self.world = load_world(world, device)
         if not self.world.use_cache:
@@ -71,12 +68,12 @@ class GenieVectorEnv(VectorEnv):
             )
         self.prompts = self._load_prompts(default_prompt(self.world) if prompt is None else prompt)
         self.maskgit_steps, self.temperature = maskgit_steps, temperature
-        self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
+        self.max_episode_steps = max_episode_steps
         self.render_mode = render_mode
         S, B = self.world.image_size, self.num_envs
         self.single_observation_space = gym.spaces.Box(0, 255, (S, S, 3), np.uint8)
         table = latent_for_real(self.world, action_space)  # None: latent actions
-        self._latent_for_real = None if table is None else torch.tensor(table, dtype=torch.long)
+        self._latent_for_real = None if table is None else torch.tensor(table, device=self.world.device)
         n = self.world.num_actions if table is None else len(table)
         self.single_action_space = gym.spaces.Discrete(n)
         self.observation_space = batch_space(self.single_observation_space, B)
@@ -153,7 +150,7 @@ class GenieVectorEnv(VectorEnv):
                 raise GenieValueError(
                     f"Real actions are in [0, {len(self._latent_for_real)}), got {real.tolist()}."
                 )
-            actions = self._latent_for_real.to(real.device)[real.long()]
+            actions = self._latent_for_real[real.to(self.world.device).long()]
         actions = self.world.check_actions(actions)
         rows = np.flatnonzero(self._autoreset)
         if len(rows) == self.num_envs:  # everyone restarts: one fresh batch is cheaper than stepping

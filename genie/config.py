@@ -127,6 +127,22 @@ def preset(kind: str, name: str, **overrides):
     return CONFIG_CLASSES[kind](**values)
 
 
+def dynamics_preset(
+    name: str, tokenizer_cfg: TokenizerConfig, lam_cfg: LAMConfig, **overrides
+) -> DynamicsConfig:
+    """The dynamics config of preset `name` sized to a tokenizer (token grid, vocabulary) and a LAM
+    (number of actions, action code dim)."""
+    return preset(
+        "dynamics",
+        name,
+        grid=tokenizer_cfg.grid,
+        vocab_size=tokenizer_cfg.codebook_size,
+        num_actions=lam_cfg.num_actions,
+        action_dim=lam_cfg.code_dim,
+        **overrides,
+    )
+
+
 def to_dict(cfg) -> dict:
     return asdict(cfg)
 

@@ -77,6 +77,7 @@ class KVCache:
     layers: list = field(default_factory=list)
     pos: int = 0
     valid: torch.Tensor | None = None  # (B, Tp) bool: which cached frames each row may see; None = all
+    # (kept only while some row has invalid slots: see STTransformer.forward)
 
     def batch_size(self, tokens_per_frame: int) -> int:
         return self.layers[0][0].shape[0] // tokens_per_frame
@@ -123,7 +124,7 @@ class KVCache:
             k[rows] = ko.view(len(rows), n, H, T, K)
             v[rows] = vo.view(len(rows), n, H, T, K)
             merged.append((k.view(B * n, H, T, K), v.view(B * n, H, T, K)))
-        self.layers, self.valid = merged, valid
+        self.layers, self.valid = merged, None if bool(valid.all()) else valid
 
 
 def _left_pad(x: torch.Tensor, T: int) -> torch.Tensor:
@@ -259,8 +260,6 @@ class STTransformer(nn.Module):
         """
         t0 = cache.pos if cache is not None else 0
         past_valid = cache.valid if cache is not None and cache.layers else None
-        if past_valid is not None and bool(past_valid.all()):
-            past_valid = None
         rope = None
         if self.spatial_rope_grid is not None:
             rope = rope_2d_tables(
@@ -275,7 +274,10 @@ class STTransformer(nn.Module):
             if cache.valid is not None:
                 B, T = x.shape[0], x.shape[1]
                 valid = torch.cat([cache.valid, cache.valid.new_ones(B, T)], dim=1)
-                cache.valid = valid[:, valid.shape[1] - cache.frames :]
+                valid = valid[:, valid.shape[1] - cache.frames :]
+                # Once a reset row's window is full again, drop the mask: the refinement steps of later
+                # frames then take the unmasked path without checking (or syncing) anything.
+                cache.valid = None if bool(valid.all()) else valid
             cache.pos += x.shape[1]
         return self.norm(x)
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from genie.checkpoint import load_model
-from genie.config import preset
+from genie.config import dynamics_preset, preset
 from genie.data import VideoDataset, WindowDataset
 from genie.errors import GenieValueError
 from genie.train import TrainConfig, train
@@ -161,16 +161,7 @@ def train_dynamics(
             f"The data's frames are {ds.frame_shape[0]}px but the tokenizer/LAM were trained on "
             f"{tokenizer.cfg.image_size}/{lam.cfg.image_size}px: train them on this data first."
         )
-    cfg = preset(
-        "dynamics",
-        preset_name,
-        grid=tokenizer.cfg.grid,
-        vocab_size=tokenizer.cfg.codebook_size,
-        num_actions=lam.cfg.num_actions,
-        action_dim=lam.cfg.code_dim,
-        context=context,
-        action_mode=action_mode,
-    )
+    cfg = dynamics_preset(preset_name, tokenizer.cfg, lam.cfg, context=context, action_mode=action_mode)
 
     def make_model():
         model = DynamicsModel(cfg)

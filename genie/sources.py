@@ -13,7 +13,6 @@ at frame t and produces frame t+1).
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import time
@@ -390,19 +389,3 @@ def add_cli(subparsers) -> None:
     p.add_argument("--fit", choices=FITS, default="crop", help="how frames become square (see genie.sources)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run_ingest)
-
-
-def main(argv=None) -> int:
-    """`python -m genie.sources collect|ingest ...`, for use before (or besides) the genie CLI."""
-    parser = argparse.ArgumentParser(prog="python -m genie.sources")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except GenieError as e:
-        print(f"error: {e}")
-        return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -192,7 +192,7 @@ def train(
     for step in range(start_step, cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # stay on the device: converted only when logged
         for micro in range(cfg.grad_accum):
             batch = _to_device(next(batches), accelerator.device)
             if batch_fn is not None:
@@ -204,7 +204,7 @@ def train(
                 accelerator.backward(result["loss"] / cfg.grad_accum)
             for k, v in result.items():
                 if torch.is_tensor(v) and v.dim() == 0:
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.grad_accum
+                    sums[k] = sums.get(k, 0.0) + v.detach().float() / cfg.grad_accum
             frames_per_step = batch["frames"].shape[0] * batch["frames"].shape[1] if "frames" in batch else 0
         if cfg.grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -215,8 +215,9 @@ def train(
         last = sums
         if main and (done % cfg.log_every == 0 or done == cfg.steps):
             fps = frames_seen / max(time.time() - t_start, 1e-9)
-            bar.set_postfix(loss=f"{sums['loss']:.4f}", fps=f"{fps:.0f}")
-            _append_csv(metrics_path, {"step": done, "lr": lr_at(step, cfg), "frames_per_s": fps, **sums})
+            logged = {k: float(v) for k, v in sums.items()}
+            bar.set_postfix(loss=f"{logged['loss']:.4f}", fps=f"{fps:.0f}")
+            _append_csv(metrics_path, {"step": done, "lr": lr_at(step, cfg), "frames_per_s": fps, **logged})
         if (
             main
             and cfg.image_every
@@ -240,7 +241,7 @@ def train(
         "steps": done if cfg.steps > start_step else start_step,
         "seconds": elapsed,
         "frames_per_s": frames_seen / max(elapsed, 1e-9),
-        "final": last,
+        "final": {k: float(v) for k, v in last.items()},
         "out": str(out),
         "is_main": accelerator.is_main_process,
     }

@@ -24,11 +24,8 @@ class VectorQuantizer(nn.Module):
         usage_decay: float = 0.95,
         dead_fraction: float = 0.1,
         reset_every: int = 20,
-        normalize: bool = True,
-        center: bool = False,
     ):
         super().__init__()
-        self.normalize, self.center = normalize, center
         self.num_codes, self.dim, self.commitment = num_codes, dim, commitment
         self.usage_decay, self.reset_every = usage_decay, reset_every
         # A code is dead when its usage EMA falls below dead_fraction of the uniform share 1/num_codes.
@@ -36,22 +33,9 @@ class VectorQuantizer(nn.Module):
         self.codebook = nn.Parameter(F.normalize(torch.randn(num_codes, dim), dim=-1))
         self.register_buffer("usage", torch.full((num_codes,), 1.0 / num_codes))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        # With `center`, inputs are shifted by a running mean first: when every input shares a large
-        # common component (the LAM's pooled features), the differences that matter decide the code.
-        self.register_buffer("mean", torch.zeros(dim))
 
     def codes(self) -> torch.Tensor:
-        return F.normalize(self.codebook, dim=-1) if self.normalize else self.codebook
-
-    def _norm(self, z: torch.Tensor) -> torch.Tensor:
-        if self.center:
-            if self.training:
-                with torch.no_grad():
-                    batch_mean = z.detach().reshape(-1, self.dim).float().mean(0)
-                    first = int(self.steps) == 0
-                    self.mean.copy_(batch_mean if first else 0.99 * self.mean + 0.01 * batch_mean)
-            z = z - self.mean.to(z.dtype)
-        return F.normalize(z, dim=-1) if self.normalize else z
+        return F.normalize(self.codebook, dim=-1)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """indices (...) -> code vectors (..., C)."""
@@ -59,7 +43,7 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """z (..., C) raw encoder outputs -> indices (...)."""
-        return self._nearest_prepared(self._norm(z.float()))
+        return self._nearest_prepared(F.normalize(z.float(), dim=-1))
 
     def _nearest_prepared(self, z: torch.Tensor) -> torch.Tensor:
         flat = z.reshape(-1, self.dim)
@@ -67,7 +51,7 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> dict:
         """z (..., C) -> quantized (straight-through), indices, vq loss, perplexity."""
-        z = self._norm(z.float())
+        z = F.normalize(z.float(), dim=-1)
         indices = self._nearest_prepared(z)
         q = self.codes()[indices]
         codebook_loss = F.mse_loss(q, z.detach())
@@ -104,10 +88,7 @@ class VectorQuantizer(nn.Module):
         flat = z.reshape(-1, self.dim).float()
         pick = torch.randint(0, flat.shape[0], (dead.numel(),), device=flat.device)
         noise = 0.01 * torch.randn(dead.numel(), self.dim, device=flat.device)
-        new = flat[pick] + noise  # `z` is already centred/normalized by forward
-        self.codebook.data[dead] = (F.normalize(new, dim=-1) if self.normalize else new).to(
-            self.codebook.dtype
-        )
+        self.codebook.data[dead] = F.normalize(flat[pick] + noise, dim=-1).to(self.codebook.dtype)
         self.usage[dead] = 1.0 / self.num_codes
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(self.codebook.data, 0)

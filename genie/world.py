@@ -371,23 +371,14 @@ def save_world(
 def random_world(path, preset_name: str = "tiny", seed: int = 0, **info) -> Path:
     """An untrained world folder of a preset (tests, benchmarks of speed): same shapes as a trained one."""
     from dynamics.model import DynamicsModel
-    from genie.config import preset
+    from genie.config import dynamics_preset, preset
     from genie.lam import LatentActionModel
     from tokenizer.model import VideoTokenizer
 
     torch.manual_seed(seed)
     tok = VideoTokenizer(preset("tokenizer", preset_name))
     lam = LatentActionModel(preset("lam", preset_name, image_size=tok.cfg.image_size))
-    dyn = DynamicsModel(
-        preset(
-            "dynamics",
-            preset_name,
-            grid=tok.cfg.grid,
-            vocab_size=tok.cfg.codebook_size,
-            num_actions=lam.cfg.num_actions,
-            action_dim=lam.cfg.code_dim,
-        )
-    )
+    dyn = DynamicsModel(dynamics_preset(preset_name, tok.cfg, lam.cfg))
     dyn.set_action_codes(lam.action_vectors())
     return save_world(path, tok, dyn, lam, info)
 

@@ -25,23 +25,14 @@ def tiny_world(path: Path, image_size: int | None = None, prompts: bool = False)
         import torch
 
         from dynamics.model import DynamicsModel
-        from genie.config import preset
+        from genie.config import dynamics_preset, preset
         from genie.lam import LatentActionModel
         from tokenizer.model import VideoTokenizer
 
         torch.manual_seed(0)
         tok = VideoTokenizer(preset("tokenizer", "tiny", image_size=image_size))
         lam = LatentActionModel(preset("lam", "tiny", image_size=image_size))
-        dyn = DynamicsModel(
-            preset(
-                "dynamics",
-                "tiny",
-                grid=tok.cfg.grid,
-                vocab_size=tok.cfg.codebook_size,
-                num_actions=lam.cfg.num_actions,
-                action_dim=lam.cfg.code_dim,
-            )
-        )
+        dyn = DynamicsModel(dynamics_preset("tiny", tok.cfg, lam.cfg))
         dyn.set_action_codes(lam.action_vectors())
         save_world(path, tok, dyn, lam)
     if prompts:

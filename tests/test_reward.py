@@ -77,18 +77,9 @@ def test_envs_return_predicted_rewards_as_python_types(trained, tmp_path):
 
 def _dynamics_for(tok, base):
     from dynamics.model import DynamicsModel
-    from genie.config import preset
+    from genie.config import dynamics_preset
 
     torch.manual_seed(0)
-    dyn = DynamicsModel(
-        preset(
-            "dynamics",
-            "tiny",
-            grid=tok.cfg.grid,
-            vocab_size=tok.cfg.codebook_size,
-            num_actions=base.lam.cfg.num_actions,
-            action_dim=base.lam.cfg.code_dim,
-        )
-    )
+    dyn = DynamicsModel(dynamics_preset("tiny", tok.cfg, base.lam.cfg))
     dyn.set_action_codes(base.lam.action_vectors())
     return dyn
