@@ -42,7 +42,14 @@ class DynamicsModel(nn.Module):
         self.no_action = nn.Parameter(torch.zeros(D))
         if cfg.action_mode == "token":
             self.action_pos = nn.Parameter(torch.zeros(D))
-        self.transformer = STTransformer(D, cfg.depth, cfg.heads, cfg.context)
+        self.transformer = STTransformer(
+            D,
+            cfg.depth,
+            cfg.heads,
+            cfg.context,
+            spatial_rope_grid=cfg.grid if cfg.spatial_rope else None,
+            spatial_rope_prefix=1 if cfg.action_mode == "token" else 0,
+        )
         self.head = nn.Linear(D, cfg.vocab_size)
         init_weights(self, cfg.depth)
         nn.init.normal_(self.pos, std=0.02)

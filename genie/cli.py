@@ -159,7 +159,8 @@ def cmd_export(args) -> int:
 
     from genie.world import export_world
 
-    dst = export_world(args.world, args.out, dtype=None if args.fp32 else torch.float16)
+    dtype = None if args.fp32 else torch.float16
+    dst = export_world(args.world, args.out, dtype=dtype, with_lam=not args.without_lam)
     size = sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
     print(
         f"exported {args.world} -> {dst} ({size / 2**20:.1f} MiB, {'fp32' if args.fp32 else 'fp16'} weights)"
@@ -286,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--world", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+    p.add_argument(
+        "--without-lam", action="store_true", help="leave the LAM out (play needs only the dynamics' copy)"
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("rl", help="train a PPO agent in a world; score it in the real game")

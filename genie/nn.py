@@ -238,12 +238,14 @@ class STTransformer(nn.Module):
         window: int,
         mlp_ratio: float = 4.0,
         spatial_rope_grid: int | None = None,
+        spatial_rope_prefix: int = 0,
     ):
         super().__init__()
         self.window = window
         # With a grid, spatial attention uses 2D RoPE (translation-equivariant) instead of relying on
         # absolute position embeddings added by the model.
         self.spatial_rope_grid = spatial_rope_grid
+        self.spatial_rope_prefix = spatial_rope_prefix  # leading tokens per frame that are not rotated
         if spatial_rope_grid is not None:
             assert (dim // heads) % 4 == 0, "2D RoPE needs a head dim divisible by 4"
         self.blocks = nn.ModuleList([STBlock(dim, heads, mlp_ratio) for _ in range(depth)])
@@ -262,9 +264,11 @@ class STTransformer(nn.Module):
         past_valid = cache.valid if cache is not None and cache.layers else None
         rope = None
         if self.spatial_rope_grid is not None:
-            rope = rope_2d_tables(
+            cos, sin = rope_2d_tables(
                 self.spatial_rope_grid, x.shape[-1] // self.blocks[0].spatial.heads, x.device
             )
+            p = self.spatial_rope_prefix
+            rope = (F.pad(cos, (0, 0, p, 0), value=1.0), F.pad(sin, (0, 0, p, 0))) if p else (cos, sin)
         for i, block in enumerate(self.blocks):
             past = cache.layer(i) if cache is not None else None
             x, new_past = block(x, self.window, t0, past, cache is not None and commit, past_valid, rope)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genie.checkpoint import load_model
+from genie.checkpoint import load_model, read_config, save_model
 from genie.config import dynamics_preset, preset
 from genie.data import VideoDataset, WindowDataset
 from genie.errors import GenieValueError
@@ -108,9 +108,22 @@ def train_lam(
     ds = _open_data(data)
     cfg = preset("lam", preset_name, image_size=ds.frame_shape[0], context=context, num_actions=num_actions)
     _check_size(ds, cfg.image_size, cfg.patch, "LAM")
-    return _fit(
+    summary = _fit(
         lambda: LatentActionModel(cfg), ds, data, cfg.context, steps, out, resume, progress, **train_kw
     )
+    lam = summary["model"]
+    lam.calibrate(_calibration_batches(ds, cfg.context))
+    if not (torch.distributed.is_initialized() and torch.distributed.get_rank() != 0):
+        save_model(lam, Path(out) / "model", meta=read_config(out)["meta"])  # same step, calibrated stats
+    return summary
+
+
+def _calibration_batches(ds: VideoDataset, T: int, count: int = 256, batch: int = 32):
+    """Up to `count` train windows spread evenly over the split, `batch` at a time (uint8 frames)."""
+    windows = WindowDataset(ds, T, "train")
+    picks = np.unique(np.linspace(0, len(windows) - 1, min(count, len(windows))).round().astype(int))
+    for i in range(0, len(picks), batch):
+        yield torch.from_numpy(np.stack([windows[int(j)]["frames"] for j in picks[i : i + batch]]))
 
 
 class FrozenEncoders:

@@ -24,6 +24,7 @@ class VectorQuantizer(nn.Module):
         usage_decay: float = 0.95,
         dead_fraction: float = 0.1,
         reset_every: int = 20,
+        warmup: int = 0,
     ):
         super().__init__()
         self.num_codes, self.dim, self.commitment = num_codes, dim, commitment
@@ -33,6 +34,10 @@ class VectorQuantizer(nn.Module):
         self.codebook = nn.Parameter(F.normalize(torch.randn(num_codes, dim), dim=-1))
         self.register_buffer("usage", torch.full((num_codes,), 1.0 / num_codes))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        # warmup > 0: for the first `warmup` training steps the bottleneck is continuous (the normalized
+        # encoder output passes through), then the codebook starts from k-means of the latents seen last.
+        self.warmup = warmup
+        self._recent: list[torch.Tensor] = []
 
     def codes(self) -> torch.Tensor:
         return F.normalize(self.codebook, dim=-1)
@@ -50,27 +55,63 @@ class VectorQuantizer(nn.Module):
         return kernels.vq_nearest(flat, self.codes().float().detach()).view(z.shape[:-1])
 
     def forward(self, z: torch.Tensor) -> dict:
-        """z (..., C) -> quantized (straight-through), indices, vq loss, perplexity."""
+        """z (..., C) -> quantized (straight-through), indices, vq loss, perplexity.
+        During warm-up (training only) the normalized z passes through unquantized, with zero loss."""
         z = F.normalize(z.float(), dim=-1)
-        indices = self._nearest_prepared(z)
-        q = self.codes()[indices]
-        codebook_loss = F.mse_loss(q, z.detach())
-        commit_loss = F.mse_loss(z, q.detach())
-        quantized = z + (q - z).detach()
+        warming = self.training and int(self.steps) < self.warmup
+        indices = self._nearest_prepared(z.detach() if warming else z)
         counts = torch.bincount(indices.reshape(-1), minlength=self.num_codes).float()
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
         probs = counts / counts.sum().clamp(min=1)
-        perplexity = torch.exp(-(probs * (probs + 1e-10).log()).sum())
+        stats = {
+            "indices": indices,
+            "perplexity": torch.exp(-(probs * (probs + 1e-10).log()).sum()),
+            "active_codes": (counts > 0).sum(),
+        }
+        if warming:
+            self._warmup_step(z)
+            return {"quantized": z, "loss": z.new_zeros(()), **stats}
+        q = self.codes()[indices]
+        codebook_loss = F.mse_loss(q, z.detach())
+        commit_loss = F.mse_loss(z, q.detach())
         if self.training:
             self._track(probs, z)
         return {
-            "quantized": quantized,
-            "indices": indices,
+            "quantized": z + (q - z).detach(),
             "loss": codebook_loss + self.commitment * commit_loss,
-            "perplexity": perplexity,
-            "active_codes": (counts > 0).sum(),
+            **stats,
         }
+
+    @torch.no_grad()
+    def _warmup_step(self, z: torch.Tensor) -> None:
+        """Keep the latents of the last 32 warm-up batches; at the last one, k-means them into codes."""
+        self._recent = [*self._recent[-31:], z.reshape(-1, self.dim)]
+        self.steps += 1
+        if int(self.steps) == self.warmup:
+            self.kmeans_init(torch.cat(self._recent))
+            self._recent = []
+
+    @torch.no_grad()
+    def kmeans_init(self, z: torch.Tensor, iters: int = 25, seed: int = 0) -> None:
+        """Spherical k-means (k-means++ seeding) of normalized latents z (M, C) into the codebook."""
+        z = F.normalize(z.float(), dim=-1)
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        centers = [z[int(torch.randint(0, len(z), (1,), generator=g))]]
+        for _ in range(1, self.num_codes):
+            d = (1 - z @ torch.stack(centers).T).clamp(min=0).min(1).values
+            p = (d / d.sum()).cpu() if float(d.sum()) > 0 else torch.full((len(z),), 1.0 / len(z))
+            centers.append(z[int(torch.multinomial(p, 1, generator=g))])
+        c = torch.stack(centers)
+        for _ in range(iters):
+            assign = (z @ c.T).argmax(1)
+            sums = torch.zeros_like(c).index_add_(0, assign, z)
+            counts = torch.bincount(assign, minlength=self.num_codes)
+            c = torch.where(counts[:, None] > 0, F.normalize(sums, dim=-1), c)
+        self.codebook.data.copy_(c.to(self.codebook.dtype))
+        self.usage.fill_(1.0 / self.num_codes)
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(self.codebook.data, 0)
 
     @torch.no_grad()
     def _track(self, probs: torch.Tensor, z: torch.Tensor) -> None:

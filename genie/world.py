@@ -383,9 +383,10 @@ def random_world(path, preset_name: str = "tiny", seed: int = 0, **info) -> Path
     return save_world(path, tok, dyn, lam, info)
 
 
-def export_world(src, dst, dtype: torch.dtype | None = torch.float16) -> Path:
+def export_world(src, dst, dtype: torch.dtype | None = torch.float16, with_lam: bool = True) -> Path:
     """Copy a world folder without its training state (train/), weights cast to `dtype` (fp16 halves the
-    size; loading casts back to fp32 on CPU). For shipping a world."""
+    size; loading casts back to fp32 on CPU). For shipping a world. `with_lam=False` leaves the LAM out:
+    playing needs only its codebook, which the dynamics keeps; `genie eval world` needs the LAM."""
     import shutil
 
     from genie.checkpoint import load_model
@@ -393,7 +394,7 @@ def export_world(src, dst, dtype: torch.dtype | None = torch.float16) -> Path:
     src, dst = Path(src), Path(dst)
     world = World.load(src, device="cpu")  # validates the folder
     info = {k: v for k, v in world.info.items() if k not in ("format", "version", "path")}
-    lam = load_model(src / "lam", "lam") if (src / "lam" / "config.json").exists() else None
+    lam = load_model(src / "lam", "lam") if with_lam and (src / "lam" / "config.json").exists() else None
     reward = load_model(src / "reward", "reward") if (src / "reward" / "config.json").exists() else None
     tok, dyn = load_model(src / "tokenizer", "tokenizer"), load_model(src / "dynamics", "dynamics")
     if (src / "prompts").exists():
