@@ -29,6 +29,8 @@ positions) reached 0.36-0.61. Three facts explain it, each measured:
     decoder had nothing to read and codes were handed out before anything was learned; batch-normalizing
     the latent (cosine 0.07 across actions, 0.73 within) and a continuous warm-up followed by k-means
     fixed it. Result: 1.0 agreement on 4 of 4 seeds (0.98 with the frame added to the encoder input).
+On Breakout (paddle with inertia, frame skip 4) the same LAM separates "moved" from "did not" but not
+left from right; see docs/RESULTS.md.
 Only the codebook (a_t -> vector) is needed at play time; the dynamics keeps a frozen copy of it.
 """
 
@@ -110,11 +112,15 @@ class LatentActionModel(nn.Module):
         return self.vq.codes()
 
     def _action_latents(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, H, W, 3) float -> (B, T-1, C): pre-quantization latent of a_t."""
+        """x (B, T, H, W, 3) float -> (B, T-1, C): pre-quantization latent of a_t (normalized)."""
+        z = self._raw_latents(x)
+        return self.enc_norm(z.flatten(0, 1)).view_as(z)
+
+    def _raw_latents(self, x: torch.Tensor) -> torch.Tensor:
         B, T = x.shape[:2]
         if self.cfg.encoder_frames == "pair" and T > 2:
             pairs = torch.stack([x[:, :-1], x[:, 1:]], dim=2).flatten(0, 1)  # (B*(T-1), 2, H, W, 3)
-            return self._action_latents(pairs).view(B, T - 1, -1)
+            return self._raw_latents(pairs).view(B, T - 1, -1)
         diff = patchify(torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1), self.cfg.patch)
         if self.cfg.encoder_input == "frame+diff":
             diff = torch.cat([patchify(x, self.cfg.patch), diff], -1)
@@ -124,8 +130,7 @@ class LatentActionModel(nn.Module):
         else:
             h = torch.cat([self.action_query.expand(B, T, 1, -1), h], dim=2) + self.enc_pos
             pooled = self.encoder(h)[:, 1:, 0]  # query slot of frames 1..T-1
-        z = self.enc_out(pooled)
-        return self.enc_norm(z.flatten(0, 1)).view_as(z)
+        return self.enc_out(pooled)
 
     @torch.no_grad()
     def calibrate(self, batches) -> int:
@@ -133,16 +138,11 @@ class LatentActionModel(nn.Module):
         Training normalizes each batch by its own statistics and the running averages lag behind the
         encoder; measured on the sprite test, eval-mode codes then merged two actions (0.79 agreement)
         where recalibrated statistics gave 1.0. Returns the number of transitions seen."""
-        was_training, norm = self.training, self.enc_norm
-        self.eval()
-        norm.reset_running_stats()
-        norm.momentum, seen = None, 0  # cumulative average over every batch
-        norm.train()
-        for frames in batches:
-            seen += self._action_latents(_float(frames.to(norm.running_mean.device))).shape[:2].numel()
-        norm.momentum = 0.1
-        self.train(was_training)
-        return seen
+        device = self.enc_norm.running_mean.device
+        z = torch.cat([self._raw_latents(_float(f.to(device))).flatten(0, 1) for f in batches])
+        self.enc_norm.running_mean.copy_(z.mean(0))
+        self.enc_norm.running_var.copy_(z.var(0, unbiased=False))
+        return len(z)
 
     @torch.no_grad()
     def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:

@@ -113,7 +113,8 @@ def train_lam(
     )
     lam = summary["model"]
     lam.calibrate(_calibration_batches(ds, cfg.context))
-    if not (torch.distributed.is_initialized() and torch.distributed.get_rank() != 0):
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
         save_model(lam, Path(out) / "model", meta=read_config(out)["meta"])  # same step, calibrated stats
     return summary
 

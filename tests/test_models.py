@@ -204,3 +204,35 @@ def test_vq_straight_through_passes_gradients():
     (out["quantized"].sum() + out["loss"]).backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
     assert vq.codebook.grad is not None and vq.codebook.grad.abs().sum() > 0
+
+
+def test_vq_warmup_passes_latents_through_then_kmeans_gives_each_cluster_its_code():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 8, warmup=5).train()
+    centers = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+
+    def batch():
+        return (centers[:, None] + 0.05 * torch.randn(4, 64, 8)).reshape(-1, 8)
+
+    for _ in range(5):
+        z = batch()
+        out = vq(z)
+        torch.testing.assert_close(out["quantized"], torch.nn.functional.normalize(z, dim=-1))
+        assert float(out["loss"]) == 0.0
+    codes = vq.eval().nearest(batch()).view(4, 64)
+    assert all(len(set(row.tolist())) == 1 for row in codes), codes  # one code per cluster
+    assert len(set(codes[:, 0].tolist())) == 4, codes  # and a different one for each
+
+
+def test_lam_calibration_sets_the_latent_statistics_of_the_data():
+    """After calibrate(), eval-mode latents are the latents normalized by the statistics of all the
+    calibration data at once (not by a lagging running average): inference sees the codes training saw."""
+    torch.manual_seed(0)
+    lam = LatentActionModel(preset("lam", "tiny"))
+    batches = [torch.randint(0, 256, (4, 3, 32, 32, 3), dtype=torch.uint8) for _ in range(3)]
+    assert lam.calibrate(batches) == 3 * 4 * 2
+    everything = torch.cat(batches).float() / 255
+    with torch.no_grad():
+        calibrated = lam.eval()._action_latents(everything)
+        population = lam.train()._action_latents(everything)  # one batch holding every transition
+    torch.testing.assert_close(calibrated, population, atol=1e-4, rtol=1e-4)
