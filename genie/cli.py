@@ -82,6 +82,7 @@ def cmd_train(args) -> int:
             num_actions=args.num_actions,
             action_mode=args.action_mode,
             stage_steps=stage_steps,
+            actions=args.actions,
             **common,
         )
         print(
@@ -240,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
                 help="how the action enters the dynamics (default additive)",
             )
         if name == "world":
+            q.add_argument(
+                "--actions",
+                choices=["latent", "recorded"],
+                default="latent",
+                help="latent: a LAM learns them from the video (Genie); recorded: the data's own actions",
+            )
             for stage in ("tokenizer", "lam", "dynamics", "reward"):
                 q.add_argument(
                     f"--{stage}-steps",

@@ -91,9 +91,11 @@ def evaluate_world(
     from genie.world import World
 
     world = World.load(world_dir, device=device, dtype=torch.float32)
-    if world.lam is None:
+    recorded = world.info.get("actions") == "recorded"  # conditioned on the data's own actions
+    if world.lam is None and not recorded:
         raise GenieValueError(
-            f"World {world_dir} has no lam/ checkpoint: evaluation needs it to infer actions."
+            f"World {world_dir} has no lam/ checkpoint: evaluation needs it to infer actions "
+            "(`genie export --without-lam` leaves it out; evaluate the world it was exported from)."
         )
     if horizon < 4:
         raise GenieValueError("horizon must be at least 4 (delta PSNR is reported at t = 4).")
@@ -109,7 +111,12 @@ def evaluate_world(
     psnr_lam, psnr_rand, ssim_lam, latents, reals = [], [], [], [], []
     for chunk in tqdm(list(_batches(items, batch_size)), desc="eval world", disable=not progress):
         frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(world.device)  # (B, T, H, W, 3)
-        inferred = world.lam.infer_actions(frames.float() / 255.0)  # (B, T-1): a_t moves frame t to t+1
+        if recorded:
+            if chunk[0]["actions"] is None:
+                raise GenieValueError(f"{data} recorded no actions: this world needs data that did.")
+            inferred = torch.from_numpy(np.stack([w["actions"] for w in chunk])).to(world.device)
+        else:  # (B, T-1): a_t moves frame t to t+1
+            inferred = world.lam.infer_actions(frames.float() / 255.0)
         latents.append(inferred.flatten().cpu())
         if chunk[0]["actions"] is not None:
             reals.append(torch.from_numpy(np.stack([w["actions"] for w in chunk])).flatten())
@@ -139,7 +146,8 @@ def evaluate_world(
         "split": split,
         "maskgit_steps": maskgit_steps or world.maskgit_steps,
     }
-    if reals:
+    result["actions"] = "recorded" if recorded else "latent"
+    if reals and not recorded:
         real = torch.cat(reals).numpy()
         num_real = int(ds.meta.get("num_actions") or real.max() + 1)
         agree = action_agreement(lat, real, A, num_real, fit_size=200, seed=seed)

@@ -146,11 +146,23 @@ class FrozenEncoders:
             batch["tokens"] = self.tokenizer.encode(frames).flatten(2)
             if self.lam is not None:
                 batch["latent_actions"] = self.lam.infer_actions(frames)
+            else:  # a world conditioned on the recorded actions (`actions="recorded"`)
+                batch["latent_actions"] = batch["actions"]
         return batch
 
 
 def _as_model(m, kind):
     return m if isinstance(m, torch.nn.Module) else load_model(m, kind)
+
+
+def recorded_action_codes(num_actions: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """(A, C) fixed orthonormal vectors, one per recorded action (the dynamics' frozen action codebook
+    when a world is conditioned on the data's own actions instead of a LAM's)."""
+    if num_actions > dim:
+        raise GenieValueError(f"{num_actions} recorded actions need an action code dim >= {num_actions}.")
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, num_actions, generator=g))
+    return q.T.contiguous()
 
 
 def train_dynamics(
@@ -166,20 +178,31 @@ def train_dynamics(
     progress: bool = True,
     **train_kw,
 ) -> dict:
+    """`lam=None`: condition on the actions the data recorded (`genie collect`) instead of latent ones."""
     from dynamics.model import DynamicsModel
 
     ds = _open_data(data)
-    tokenizer, lam = _as_model(tokenizer, "tokenizer"), _as_model(lam, "lam")
-    if tokenizer.cfg.image_size != ds.frame_shape[0] or lam.cfg.image_size != ds.frame_shape[0]:
+    tokenizer = _as_model(tokenizer, "tokenizer")
+    lam = _as_model(lam, "lam") if lam is not None else None
+    if tokenizer.cfg.image_size != ds.frame_shape[0] or (lam and lam.cfg.image_size != ds.frame_shape[0]):
         raise GenieValueError(
-            f"The data's frames are {ds.frame_shape[0]}px but the tokenizer/LAM were trained on "
-            f"{tokenizer.cfg.image_size}/{lam.cfg.image_size}px: train them on this data first."
+            f"The data's frames are {ds.frame_shape[0]}px but the tokenizer/LAM were trained on other "
+            "sizes: train them on this data first."
         )
-    cfg = dynamics_preset(preset_name, tokenizer.cfg, lam.cfg, context=context, action_mode=action_mode)
+    if lam is None:
+        if not ds.has_actions or not ds.meta.get("num_actions"):
+            raise GenieValueError(
+                f"{getattr(ds, 'root', data)} recorded no actions: train a LAM (actions='latent') instead."
+            )
+        action_cfg = replace(preset("lam", preset_name), num_actions=int(ds.meta["num_actions"]))
+        codes = recorded_action_codes(action_cfg.num_actions, action_cfg.code_dim)
+    else:
+        action_cfg, codes = lam.cfg, lam.action_vectors()
+    cfg = dynamics_preset(preset_name, tokenizer.cfg, action_cfg, context=context, action_mode=action_mode)
 
     def make_model():
         model = DynamicsModel(cfg)
-        model.set_action_codes(lam.action_vectors())
+        model.set_action_codes(codes)
         return model
 
     return _fit(
@@ -267,10 +290,14 @@ def train_world(
     num_actions: int | None = None,
     progress: bool = True,
     stage_steps: dict | None = None,
+    actions: str = "latent",
     **train_kw,
 ) -> dict:
     """Tokenizer, then LAM, then dynamics (LAM and tokenizer frozen) into one world folder.
-    `stage_steps` ({"tokenizer": N, ...}) overrides `steps` per model."""
+    `stage_steps` ({"tokenizer": N, ...}) overrides `steps` per model. `actions="recorded"` skips the
+    LAM and conditions the dynamics on the actions the data recorded (one per real action)."""
+    if actions not in ("latent", "recorded"):
+        raise GenieValueError(f"Unknown actions {actions!r}: use 'latent' or 'recorded'.")
     stage_steps = {k: v for k, v in (stage_steps or {}).items() if v}
     steps_of = {k: stage_steps.get(k, steps) for k in ("tokenizer", "lam", "dynamics", "reward")}
     from genie.world import save_world
@@ -284,9 +311,22 @@ def train_world(
     tok = _stage(
         train_tokenizer, runs / "tokenizer", steps_of["tokenizer"], resume, "tokenizer", data=ds, **common
     )["model"]
-    lam = _stage(
-        train_lam, runs / "lam", steps_of["lam"], resume, "lam", data=ds, num_actions=num_actions, **common
-    )["model"]
+    lam = None
+    if actions == "latent":
+        lam = _stage(
+            train_lam,
+            runs / "lam",
+            steps_of["lam"],
+            resume,
+            "lam",
+            data=ds,
+            num_actions=num_actions,
+            **common,
+        )["model"]
+    elif not ds.has_actions or not ds.meta.get("num_actions"):
+        raise GenieValueError(
+            f"{getattr(ds, 'root', data)} recorded no actions: use --actions latent (a LAM learns them)."
+        )
     dyn_summary = _stage(
         train_dynamics,
         runs / "dynamics",
@@ -318,18 +358,33 @@ def train_world(
         "fit": ds.meta.get("fit", "crop"),
         "real_num_actions": ds.meta.get("num_actions"),
         "preset": preset_name,
-        "steps_per_model": steps_of,
+        "steps_per_model": {k: v for k, v in steps_of.items() if lam is not None or k != "lam"},
         "maskgit_steps": dyn.cfg.maskgit_steps,
         "temperature": dyn.cfg.temperature,
         "data": str(getattr(ds, "root", data)),
+        "actions": actions,
     }
     if (out / "prompts").exists():
         shutil.rmtree(out / "prompts")
     info["prompts"] = save_prompts(ds, out / "prompts")
-    if ds.has_actions and ds.meta.get("num_actions"):
+    if lam is None:  # the world's actions are the game's own
+        names = ds.meta.get("action_names") or [str(i) for i in range(int(ds.meta["num_actions"]))]
+        identity = list(range(len(names)))
+        info["action_mapping"] = {
+            "real_action_names": list(names),
+            "latent_for_real": identity,
+            "real_for_latent": identity,
+            "fit_transitions": 0,
+        }
+    elif ds.has_actions and ds.meta.get("num_actions"):
         info["action_mapping"] = action_mapping(lam.cpu(), ds)
     save_world(
-        out, tok.cpu(), dyn.cpu(), lam.cpu(), info, reward=reward.cpu() if reward is not None else None
+        out,
+        tok.cpu(),
+        dyn.cpu(),
+        lam.cpu() if lam is not None else None,
+        info,
+        reward=reward.cpu() if reward is not None else None,
     )
     return {"out": str(out), "info": info}
 

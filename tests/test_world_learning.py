@@ -44,3 +44,33 @@ def test_tiny_world_learns_controllable_sprite_dynamics(tmp_path):
     mapping = json.loads((tmp_path / "world" / "world.json").read_text())["action_mapping"]
     assert len(mapping["latent_for_real"]) == 5 and len(mapping["real_for_latent"]) == 8
     assert all(0 <= a < 8 for a in mapping["latent_for_real"]) and mapping["fit_transitions"] == 200
+
+
+@pytest.mark.slow
+def test_world_conditioned_on_recorded_actions_is_controllable(tmp_path):
+    """`actions="recorded"`: no LAM; the dynamics learns the data's own actions (one code per real
+    action, identity action mapping), and following them beats random actions. Measured (2-core CPU,
+    600 steps per model, about 40 s): psnr 88.4 / 88.7 / 70.2 / 70.6 dB, delta_psnr_t4 52.8 dB."""
+    data = write_sprite_dataset(
+        tmp_path / "sprites", episodes=40, length=32, size=16, sprite=4, step=4, wrap=False
+    )
+    recipes.train_world(
+        data,
+        tmp_path / "world",
+        preset_name="tiny",
+        steps=600,
+        context=6,
+        batch_size=8,
+        lr=1e-3,
+        progress=False,
+        actions="recorded",
+    )
+    assert not (tmp_path / "world" / "lam").exists()
+    info = json.loads((tmp_path / "world" / "world.json").read_text())
+    assert info["actions"] == "recorded" and info["num_actions"] == 5
+    assert info["action_mapping"]["latent_for_real"] == [0, 1, 2, 3, 4]
+    result = evaluate_world(tmp_path / "world", data, windows=32, horizon=4, progress=False)
+    print({k: result[k] for k in ("psnr", "delta_psnr_t4", "actions")})
+    assert result["actions"] == "recorded" and result["action_agreement"] is None
+    assert result["delta_psnr_t4"] > 1.0, result
+    assert result["psnr"][0] > 25.0, result
