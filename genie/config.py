@@ -66,7 +66,7 @@ class DynamicsConfig:
     context: int = 16
     # 2D RoPE in spatial attention, on top of the learned absolute positions: moves learned as relative
     # offsets (measured on the sprite world, tests/test_world_learning.py; see docs/RESULTS.md).
-    spatial_rope: bool = True
+    spatial_rope: bool = False  # the presets turn it on; False keeps configs written before it exact
     mask_min: float = 0.5  # training mask rate ~ U(mask_min, 1)
     maskgit_steps: int = 25
     temperature: float = 1.0
@@ -102,9 +102,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "coinrun": dict(image_size=64, patch=16, d_model=512, depth=8, heads=8, num_actions=8, code_dim=32),
     },
     "dynamics": {
-        "tiny": dict(d_model=64, depth=2, heads=4, context=8, maskgit_steps=8),
-        "demo": dict(d_model=192, depth=4, heads=6, maskgit_steps=8),
-        "coinrun": dict(d_model=512, depth=12, heads=8, maskgit_steps=25),
+        "tiny": dict(d_model=64, depth=2, heads=4, context=8, maskgit_steps=8, spatial_rope=True),
+        "demo": dict(d_model=192, depth=4, heads=6, maskgit_steps=8, spatial_rope=True),
+        "coinrun": dict(d_model=512, depth=12, heads=8, maskgit_steps=25, spatial_rope=True),
     },
     "reward": {
         "tiny": dict(d_model=64, depth=1, heads=4),

@@ -245,9 +245,14 @@ class STTransformer(nn.Module):
         # With a grid, spatial attention uses 2D RoPE (translation-equivariant) instead of relying on
         # absolute position embeddings added by the model.
         self.spatial_rope_grid = spatial_rope_grid
-        self.spatial_rope_prefix = spatial_rope_prefix  # leading tokens per frame that are not rotated
         if spatial_rope_grid is not None:
             assert (dim // heads) % 4 == 0, "2D RoPE needs a head dim divisible by 4"
+            # Built once (not per forward: the MaskGIT loop calls forward S times a frame). The first
+            # `spatial_rope_prefix` tokens of a frame (e.g. an action token) are not rotated.
+            cos, sin = rope_2d_tables(spatial_rope_grid, dim // heads)
+            p = spatial_rope_prefix
+            self.register_buffer("rope_cos", F.pad(cos, (0, 0, p, 0), value=1.0), persistent=False)
+            self.register_buffer("rope_sin", F.pad(sin, (0, 0, p, 0)), persistent=False)
         self.blocks = nn.ModuleList([STBlock(dim, heads, mlp_ratio) for _ in range(depth)])
         self.norm = RMSNorm(dim)
 
@@ -263,12 +268,8 @@ class STTransformer(nn.Module):
         t0 = cache.pos if cache is not None else 0
         past_valid = cache.valid if cache is not None and cache.layers else None
         rope = None
-        if self.spatial_rope_grid is not None:
-            cos, sin = rope_2d_tables(
-                self.spatial_rope_grid, x.shape[-1] // self.blocks[0].spatial.heads, x.device
-            )
-            p = self.spatial_rope_prefix
-            rope = (F.pad(cos, (0, 0, p, 0), value=1.0), F.pad(sin, (0, 0, p, 0))) if p else (cos, sin)
+        if self.spatial_rope_grid is not None:  # fp32 tables even when the model was cast to bf16/fp16
+            rope = (self.rope_cos.float(), self.rope_sin.float())
         for i, block in enumerate(self.blocks):
             past = cache.layer(i) if cache is not None else None
             x, new_past = block(x, self.window, t0, past, cache is not None and commit, past_valid, rope)

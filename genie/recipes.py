@@ -155,6 +155,16 @@ def _as_model(m, kind):
     return m if isinstance(m, torch.nn.Module) else load_model(m, kind)
 
 
+def _recorded_num_actions(ds: VideoDataset, data) -> int:
+    """Number of actions the data recorded, or one clear error when it recorded none."""
+    if not ds.has_actions or not ds.meta.get("num_actions"):
+        raise GenieValueError(
+            f"{getattr(ds, 'root', data)} recorded no actions: use actions='latent' (--actions latent), "
+            "where a LAM learns them from the video."
+        )
+    return int(ds.meta["num_actions"])
+
+
 def recorded_action_codes(num_actions: int, dim: int, seed: int = 0) -> torch.Tensor:
     """(A, C) fixed orthonormal vectors, one per recorded action (the dynamics' frozen action codebook
     when a world is conditioned on the data's own actions instead of a LAM's)."""
@@ -184,17 +194,14 @@ def train_dynamics(
     ds = _open_data(data)
     tokenizer = _as_model(tokenizer, "tokenizer")
     lam = _as_model(lam, "lam") if lam is not None else None
-    if tokenizer.cfg.image_size != ds.frame_shape[0] or (lam and lam.cfg.image_size != ds.frame_shape[0]):
+    sizes = {m.kind: m.cfg.image_size for m in (tokenizer, lam) if m is not None}
+    if any(size != ds.frame_shape[0] for size in sizes.values()):
         raise GenieValueError(
-            f"The data's frames are {ds.frame_shape[0]}px but the tokenizer/LAM were trained on other "
-            "sizes: train them on this data first."
+            f"The data's frames are {ds.frame_shape[0]}px but the models were trained on {sizes}: train "
+            "them on this data first."
         )
     if lam is None:
-        if not ds.has_actions or not ds.meta.get("num_actions"):
-            raise GenieValueError(
-                f"{getattr(ds, 'root', data)} recorded no actions: train a LAM (actions='latent') instead."
-            )
-        action_cfg = replace(preset("lam", preset_name), num_actions=int(ds.meta["num_actions"]))
+        action_cfg = replace(preset("lam", preset_name), num_actions=_recorded_num_actions(ds, data))
         codes = recorded_action_codes(action_cfg.num_actions, action_cfg.code_dim)
     else:
         action_cfg, codes = lam.cfg, lam.action_vectors()
@@ -303,6 +310,8 @@ def train_world(
     from genie.world import save_world
 
     ds = _open_data(data)
+    if actions == "recorded":
+        _recorded_num_actions(ds, data)  # before hours of tokenizer training, not after
     out = Path(out)
     if (out / "world.json").exists() and not resume:
         raise GenieValueError(f"{out} already holds a world: pass --resume to continue, or pick a new --out.")
@@ -323,10 +332,6 @@ def train_world(
             num_actions=num_actions,
             **common,
         )["model"]
-    elif not ds.has_actions or not ds.meta.get("num_actions"):
-        raise GenieValueError(
-            f"{getattr(ds, 'root', data)} recorded no actions: use --actions latent (a LAM learns them)."
-        )
     dyn_summary = _stage(
         train_dynamics,
         runs / "dynamics",

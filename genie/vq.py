@@ -38,6 +38,7 @@ class VectorQuantizer(nn.Module):
         # encoder output passes through), then the codebook starts from k-means of the latents seen last.
         self.warmup = warmup
         self._recent: list[torch.Tensor] = []
+        self._warm = warmup > 0  # until the warm-up is seen to be over (then no per-step check, no sync)
 
     def codes(self) -> torch.Tensor:
         return F.normalize(self.codebook, dim=-1)
@@ -58,7 +59,9 @@ class VectorQuantizer(nn.Module):
         """z (..., C) -> quantized (straight-through), indices, vq loss, perplexity.
         During warm-up (training only) the normalized z passes through unquantized, with zero loss."""
         z = F.normalize(z.float(), dim=-1)
-        warming = self.training and int(self.steps) < self.warmup
+        if self._warm and int(self.steps) >= self.warmup:  # also true at once when resuming past it
+            self._warm = False
+        warming = self.training and self._warm
         indices = self._nearest_prepared(z.detach() if warming else z)
         counts = torch.bincount(indices.reshape(-1), minlength=self.num_codes).float()
         if dist.is_available() and dist.is_initialized():

@@ -12,6 +12,7 @@ box (600 steps per model, about 70 s in all): agreement 1.00 with 5 latent actio
 
 import json
 
+import numpy as np
 import pytest
 from synthetic import write_sprite_dataset
 
@@ -19,8 +20,8 @@ from genie import recipes
 from genie.evaluate import evaluate_world
 
 
-@pytest.mark.slow
-def test_tiny_world_learns_controllable_sprite_dynamics(tmp_path):
+def _sprite_world(tmp_path, **kw) -> dict:
+    """Train a tiny world (600 steps per model) on 40 sprite episodes; its held-out evaluation."""
     data = write_sprite_dataset(
         tmp_path / "sprites", episodes=40, length=32, size=16, sprite=4, step=4, wrap=False
     )
@@ -33,8 +34,14 @@ def test_tiny_world_learns_controllable_sprite_dynamics(tmp_path):
         batch_size=8,
         lr=1e-3,
         progress=False,
+        **kw,
     )
-    result = evaluate_world(tmp_path / "world", data, windows=32, horizon=4, progress=False)
+    return evaluate_world(tmp_path / "world", data, windows=32, horizon=4, progress=False)
+
+
+@pytest.mark.slow
+def test_tiny_world_learns_controllable_sprite_dynamics(tmp_path):
+    result = _sprite_world(tmp_path)
     print({k: result[k] for k in ("psnr", "delta_psnr_t4", "action_agreement", "latent_actions_used")})
     assert result["delta_psnr_t4"] > 1.0, result  # clearly above 0: actions control the world
     assert result["psnr"][0] > 25.0, result  # the first imagined frame is close to the real one
@@ -51,26 +58,24 @@ def test_world_conditioned_on_recorded_actions_is_controllable(tmp_path):
     """`actions="recorded"`: no LAM; the dynamics learns the data's own actions (one code per real
     action, identity action mapping), and following them beats random actions. Measured (2-core CPU,
     600 steps per model, about 40 s): psnr 88.4 / 88.7 / 70.2 / 70.6 dB, delta_psnr_t4 52.8 dB."""
-    data = write_sprite_dataset(
-        tmp_path / "sprites", episodes=40, length=32, size=16, sprite=4, step=4, wrap=False
-    )
-    recipes.train_world(
-        data,
-        tmp_path / "world",
-        preset_name="tiny",
-        steps=600,
-        context=6,
-        batch_size=8,
-        lr=1e-3,
-        progress=False,
-        actions="recorded",
-    )
+    result = _sprite_world(tmp_path, actions="recorded")
     assert not (tmp_path / "world" / "lam").exists()
     info = json.loads((tmp_path / "world" / "world.json").read_text())
     assert info["actions"] == "recorded" and info["num_actions"] == 5
     assert info["action_mapping"]["latent_for_real"] == [0, 1, 2, 3, 4]
-    result = evaluate_world(tmp_path / "world", data, windows=32, horizon=4, progress=False)
     print({k: result[k] for k in ("psnr", "delta_psnr_t4", "actions")})
     assert result["actions"] == "recorded" and result["action_agreement"] is None
     assert result["delta_psnr_t4"] > 1.0, result
     assert result["psnr"][0] > 25.0, result
+
+
+def test_recorded_actions_on_action_free_video_fail_before_any_training(tmp_path):
+    from genie.data import EpisodeWriter
+    from genie.errors import GenieValueError
+
+    frames = np.zeros((8, 16, 16, 3), np.uint8)
+    with EpisodeWriter(tmp_path / "video", meta={"source": "video"}) as w:
+        w.add_episode(frames)
+    with pytest.raises(GenieValueError, match="recorded no actions.*--actions latent"):
+        recipes.train_world(tmp_path / "video", tmp_path / "world", preset_name="tiny", actions="recorded")
+    assert not (tmp_path / "world").exists()  # nothing was trained or written
