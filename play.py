@@ -40,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--idle-action", type=int, default=None, help="latent action when no key is held")
     p.add_argument("--record", default=None, help="write the frames shown to this .mp4 or .gif at the end")
     p.add_argument("--screenshot-dir", default=".", help="where S saves PNG screenshots")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="capture the step with torch.compile (CUDA graphs on a GPU); the first frame waits for it",
+    )
     p.add_argument("--headless", action="store_true", help="no window (SDL dummy driver), no fps cap")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames shown")
     p.add_argument("--keys", default=None, help="scripted keys, one per frame: e.g. 1,2,-,right,r,p,s")
@@ -109,6 +114,7 @@ def _play(args) -> int:
         temperature=args.temperature,
         device=args.device,
         max_episode_steps=None,
+        compile=args.compile,
     )
     keymap = Keymap.for_world(env.world.num_actions, env.world.info, args.idle_action)
     valid = set(keymap.actions) | set(COMMAND_KEYS) | {"-", "esc"}
@@ -124,6 +130,10 @@ def _play(args) -> int:
     pygame.display.set_caption(f"genie: {env.world.info.get('path', 'world')}")
     clock = pygame.time.Clock()
 
+    if args.compile:  # compile before the clock starts; the reset below starts the episode afresh
+        print("compiling the world step (once per run; minutes on a small CPU) ...", flush=True)
+        env.reset(seed=args.seed)
+        env.step(keymap.idle_action)
     obs, _ = env.reset(seed=args.seed)
     recorded = [obs] if args.record else None
     shown, step_ms, action, paused, held = 1, [], None, False, []

@@ -5,7 +5,13 @@ Letters: B batch, T frames, N tokens per frame, V vocab.
 One frame takes S refinement steps. Step s (0-based) samples every still-masked token (gumbel-max at
 `temperature`), scores it by its probability, and keeps masked the floor(N * cos(pi/2 * (s+1)/S)) least
 confident ones (cosine schedule); tokens once unmasked never change. The last step takes the argmax
-and leaves nothing masked. All randomness comes from the caller's torch.Generator.
+and leaves nothing masked.
+
+Randomness: each frame draws one key per row from the caller's torch.Generator; the gumbel noise of
+every refinement step is then a counter-based hash of (key, step, token, vocabulary index)
+(`hashed_gumbel`). The noise is therefore a pure function of device tensors: the same on every path
+(cached, uncached, the fixed-shape captured step) and inside a CUDA graph, which cannot hold a
+generator's Python-side state.
 
 `Rollout` holds B sequences. With the cache, each refinement step runs the model on the new frame's N
 tokens only, against cached keys/values of the past; the chosen frame is then committed to the cache.
@@ -27,10 +33,59 @@ def num_masked_after(step: int, steps: int, n: int) -> int:
     return int(math.floor(n * math.cos(math.pi / 2 * (step + 1) / steps)))
 
 
-def gumbel_noise(shape, generator: torch.Generator | None, device) -> torch.Tensor:
-    u = torch.rand(shape, generator=generator, device=generator.device if generator is not None else device)
-    u = u.clamp(1e-10, 1.0 - 1e-7)  # keep both logs finite
-    return (-torch.log(-torch.log(u))).to(device)
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2^32 for int64 x in [0, 2^32): split c in 16-bit halves so no product passes 2^48
+    (int64 overflow is undefined behaviour in the C++ a compiler may generate)."""
+    hi = ((x * (c >> 16)) & 0xFFFF) << 16
+    return (hi + x * (c & 0xFFFF)) & _M32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mixer (xorshift-multiply, the 'lowbias32' constants) on int64 lanes < 2^32."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def noise_keys(B: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """One random key per row, int64 (B,) in [0, 2^31), on `device` (drawn on the generator's device)."""
+    gen_device = generator.device if generator is not None else device
+    return torch.randint(0, 2**31 - 1, (B,), generator=generator, device=gen_device).to(device)
+
+
+def hashed_gumbel(keys: torch.Tensor, step: int, N: int, V: int) -> torch.Tensor:
+    """Standard gumbel noise (B, N, V) fp32, a pure function of keys (B,) int64 and the step index.
+
+    Two rounds of a 32-bit hash over (row key, step) and the flat (token, vocabulary) index; the top 24
+    bits make a uniform u in (0, 1) exactly representable in fp32, so -log(-log(u)) is always finite.
+    """
+    seed = _hash32((keys + step * 0x9E3779B9) & _M32)  # (B,)
+    idx = torch.arange(N * V, device=keys.device, dtype=torch.long)
+    h = _hash32(idx[None, :] ^ seed[:, None])
+    h = _hash32((h + seed[:, None] * 0x2545) & _M32)
+    u = ((h >> 8).to(torch.float32) + 0.5) * (1.0 / 2**24)
+    return (-torch.log(-torch.log(u))).view(-1, N, V)
+
+
+def sample_frame_keyed(logits_fn, keys: torch.Tensor, N: int, mask_id: int, steps: int, temperature: float):
+    """S MaskGIT steps with the noise of `keys` (B,): no generator, no host sync, fixed shapes (what a
+    captured step runs). `logits_fn(tokens (B, N)) -> logits (B, N, V)`. Returns tokens (B, N)."""
+    B, device = keys.shape[0], keys.device
+    tokens = torch.full((B, N), mask_id, dtype=torch.long, device=device)
+    masked = torch.ones(B, N, dtype=torch.bool, device=device)
+    for s in range(steps):
+        logits = logits_fn(tokens).float()
+        last = s == steps - 1
+        noise = None if last or temperature <= 0 else hashed_gumbel(keys, s, N, logits.shape[-1])
+        keep = torch.full((B,), 0 if last else num_masked_after(s, steps, N), dtype=torch.long, device=device)
+        tokens, masked = kernels.maskgit_update(logits, tokens, masked, noise, max(temperature, 1e-6), keep)
+        tokens = tokens.masked_fill(masked, mask_id)  # still-masked positions are MASK for the next step
+    return tokens
 
 
 @torch.no_grad()
@@ -45,23 +100,24 @@ def sample_frame(
     device,
 ) -> torch.Tensor:
     """Run S MaskGIT steps. `logits_fn(tokens (B, N)) -> logits (B, N, V)`. Returns tokens (B, N)."""
-    tokens = torch.full((B, N), mask_id, dtype=torch.long, device=device)
-    masked = torch.ones(B, N, dtype=torch.bool, device=device)
-    for s in range(steps):
-        logits = logits_fn(tokens).float()
-        last = s == steps - 1
-        noise = None if last or temperature <= 0 else gumbel_noise(logits.shape, generator, device)
-        keep = torch.full((B,), 0 if last else num_masked_after(s, steps, N), dtype=torch.long, device=device)
-        tokens, masked = kernels.maskgit_update(logits, tokens, masked, noise, max(temperature, 1e-6), keep)
-        tokens = tokens.masked_fill(masked, mask_id)  # still-masked positions are MASK for the next step
-    return tokens
+    keys = noise_keys(B, generator, device)
+    return sample_frame_keyed(logits_fn, keys, N, mask_id, steps, temperature)
 
 
 class Rollout:
-    """B parallel token sequences generated by a dynamics model, one frame per `step`."""
+    """B parallel token sequences generated by a dynamics model, one frame per `step`.
 
-    def __init__(self, model, use_cache: bool = True):
-        self.model, self.use_cache = model, use_cache
+    `ring=True` keeps the cache in a RingKVCache (genie/nn.py): the same function, with fixed shapes and
+    no host sync in `step_keyed`, so that step can be captured (torch.compile, CUDA graphs). The ring's
+    buffers are reused across `prompt` calls of the same batch size, so a captured step stays valid.
+    """
+
+    def __init__(self, model, use_cache: bool = True, ring: bool = False):
+        if ring and not use_cache:
+            raise ValueError("The fixed-shape (ring) rollout needs the KV cache (use_cache=True).")
+        self.model, self.use_cache, self.use_ring = model, use_cache, ring
+        self.ring = None
+        self.frame_index = 0  # frames committed so far (host-side mirror of the caches' position)
         self.N = model.cfg.grid**2
         window = model.cfg.context
         # Frames that can still influence the next one: depth * (W - 1) + 1 (see genie/nn.py).
@@ -76,9 +132,13 @@ class Rollout:
         B, T0, _ = tokens.shape
         if actions is None:
             actions = torch.zeros(B, T0 - 1, dtype=torch.long, device=tokens.device)
+        self.frame_index = T0
         if self.use_cache:
             self.cache = self.model.new_cache()
             self.model(tokens, actions, self.cache, commit=True)
+            if self.use_ring:
+                self.ring = load_ring(self.ring, self.cache, self.model.tokens_per_frame)
+                self.cache = None
         else:
             start = torch.full((B, 1), -1, dtype=torch.long, device=tokens.device)
             self.history = tokens
@@ -95,9 +155,12 @@ class Rollout:
         if actions is None:
             actions = torch.zeros(b, T0 - 1, dtype=torch.long, device=tokens.device)
         fresh = self.model.new_cache()
-        fresh.pos = self.cache.pos - T0  # RoPE is relative: align the prompt's last frame with the others'
+        fresh.pos = self.frame_index - T0  # RoPE is relative: align the prompt's last frame with the others'
         self.model(tokens, actions, fresh, commit=True, start=True)
-        self.cache.merge_rows(rows, fresh, self.model.tokens_per_frame)
+        if self.use_ring:
+            self.ring.load_(fresh, rows)
+        else:
+            self.cache.merge_rows(rows, fresh, self.model.tokens_per_frame)
 
     def _uncached_logits(self, frame: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         seq = torch.cat([self.history, frame[:, None]], dim=1)
@@ -112,6 +175,9 @@ class Rollout:
         """actions (B,) int64: a_t for each sequence. Returns the new frame's tokens (B, N)."""
         B = actions.shape[0]
         model, device = self.model, actions.device
+        self.frame_index += 1
+        if self.use_ring:
+            return self.step_keyed(actions, noise_keys(B, generator, device), steps, temperature)
         if self.use_cache:
 
             def logits_fn(frame):
@@ -130,3 +196,29 @@ class Rollout:
                 :, -self.receptive :
             ]
         return tokens
+
+    def step_keyed(self, actions: torch.Tensor, keys: torch.Tensor, steps: int, temperature: float):
+        """The ring rollout's step with the noise of `keys` (B,): fixed shapes, no host sync, no Python
+        state read from the device. The host-side frame counter is advanced by the caller (`step`
+        does it; a captured step is wrapped by genie.world.World)."""
+        model, ring = self.model, self.ring
+
+        def logits_fn(frame):
+            return model(frame[:, None], actions[:, None], ring, commit=False, start=False)[:, 0]
+
+        tokens = sample_frame_keyed(logits_fn, keys, self.N, model.mask_id, steps, temperature)
+        model(tokens[:, None], actions[:, None], ring, commit=True, start=False)
+        return tokens
+
+
+def load_ring(ring, cache, tokens_per_frame: int):
+    """Copy a KVCache into `ring` when its buffers have the right shapes (a captured step keeps pointing
+    at them), else build a new RingKVCache."""
+    from genie.nn import RingKVCache
+
+    if ring is not None and [k.shape for k, _ in ring.layers] == [
+        (k.shape[0], k.shape[1], ring.slots, k.shape[3]) for k, _ in cache.layers
+    ]:
+        ring.load_(cache)
+        return ring
+    return RingKVCache.from_cache(cache, tokens_per_frame)

@@ -10,6 +10,9 @@ step is `env.unwrapped.last_step_ms` (kept out of info, which check_env requires
 
 Randomness: `reset(seed=...)` seeds `self.np_random`; each reset draws a torch.Generator seed from it,
 so the same seed and actions give the same frames, on the same device.
+
+`compile=True` steps the world as one captured program (torch.compile; CUDA graphs on a GPU): the same
+frames for the same seed, faster once compiled; the first step compiles (minutes on a small CPU).
 """
 
 from __future__ import annotations
@@ -28,11 +31,17 @@ from genie.errors import GenieFileNotFoundError, GenieTypeError, GenieValueError
 DEMO_WORLD = Path(__file__).resolve().parent.parent / "genie" / "assets" / "demo_world"
 
 
-def load_world(world=None, device=None):
-    """A World instance, a world folder, or None (the shipped demo world) -> World."""
+def load_world(world=None, device=None, compile: bool = False):
+    """A World instance, a world folder, or None (the shipped demo world) -> World. `compile=True`
+    loads it with the captured step (genie/world.py)."""
     from genie.world import World
 
     if isinstance(world, World):
+        if compile and not world.compile:
+            raise GenieValueError(
+                "compile=True was given with a World loaded without it: pass the folder, or load it with "
+                "World.load(path, compile=True)."
+            )
         return world
     if world is None:
         if not (DEMO_WORLD / "world.json").exists():
@@ -41,7 +50,7 @@ def load_world(world=None, device=None):
                 "with `genie train world`."
             )
         world = DEMO_WORLD
-    return World.load(world, device=device)
+    return World.load(world, device=device, compile=compile)
 
 
 def default_prompt(world) -> Path:
@@ -91,11 +100,12 @@ class GenieEnv(gym.Env):
         render_mode: str | None = None,
         render_scale: int = 8,
         action_space: str = "latent",
+        compile: bool = False,
     ):
         max_episode_steps = check_episode_kwargs(
             render_mode, self.metadata["render_modes"], max_episode_steps
         )
-        self.world = load_world(world, device)
+        self.world = load_world(world, device, compile)
         # Load the prompt now: a bad prompt fails at construction, and resets don't re-read files.
         self.prompt = self.world.prompt_clip(default_prompt(self.world) if prompt is None else prompt)
         self.maskgit_steps, self.temperature = maskgit_steps, temperature

@@ -54,6 +54,7 @@ class GenieVectorEnv(VectorEnv):
         max_episode_steps: int | None = 1000,
         render_mode: str | None = None,
         action_space: str = "latent",
+        compile: bool = False,
     ):
         if int(num_envs) < 1:
             raise GenieValueError(f"num_envs must be >= 1, got {num_envs}.")
@@ -61,7 +62,7 @@ class GenieVectorEnv(VectorEnv):
             render_mode, self.metadata["render_modes"], max_episode_steps
         )
         self.num_envs = int(num_envs)
-        self.world = load_world(world, device)
+        self.world = load_world(world, device, compile)
         if not self.world.use_cache:
             raise GenieValueError(
                 "GenieVectorEnv restarts single envs, which needs a World with use_cache=True."

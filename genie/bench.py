@@ -10,6 +10,10 @@ Single stream: one world is rolled out for `receptive + --steps` frames and the 
 is reported, so the uncached path is measured at its steady state (a full history: the dynamics'
 receptive field, depth * (context - 1) + 1 frames). Batched: --steps steps after one warm-up step.
 Each phase stops at its share of --budget seconds and says what it reached.
+
+`--compile` adds a single-stream row for the captured step (World(compile=True): torch.compile, CUDA
+graphs on a GPU) and runs the batched phase with it; compilation happens in an untimed warm-up step
+and its wall time is reported on its own.
 """
 
 from __future__ import annotations
@@ -37,10 +41,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def single_stream(path, prompt, use_cache: bool, steps: int, budget: float, device, maskgit_steps) -> dict:
-    world = World.load(path, device=device, use_cache=use_cache)
+def single_stream(
+    path, prompt, use_cache: bool, steps: int, budget: float, device, maskgit_steps, compile: bool = False
+) -> dict:
+    world = World.load(path, device=device, use_cache=use_cache, compile=compile)
     receptive = world.dynamics.cfg.depth * (world.context - 1) + 1
     gen = torch.Generator(device=world.device).manual_seed(0)
+    compile_s = None
+    if compile:  # untimed: the first step compiles; the reset below reuses the captured step
+        t0 = time.perf_counter()
+        world.reset(prompt)
+        world.step([0], maskgit_steps=maskgit_steps, generator=gen)
+        sync(world.device)
+        compile_s = time.perf_counter() - t0
     world.reset(prompt)
     actions = torch.randint(
         0, world.num_actions, (receptive + steps,), generator=torch.Generator().manual_seed(0)
@@ -56,6 +69,8 @@ def single_stream(path, prompt, use_cache: bool, steps: int, budget: float, devi
     last = times[-steps:]
     return {
         "use_cache": use_cache,
+        "compiled": compile,
+        "compile_s": compile_s,
         "frames": len(times),
         "steady_state": len(times) >= receptive + steps,
         "receptive_frames": receptive,
@@ -133,6 +148,10 @@ def batched(world: World, prompt, sizes, steps: int, budget: float, maskgit_step
     return rows
 
 
+def _label(r: dict) -> str:
+    return "cache off" if not r["use_cache"] else ("cache on, compiled" if r["compiled"] else "cache on")
+
+
 def add_arguments(p) -> None:
     p.add_argument("--world", default=None, help="a world folder (default: an untrained --preset world)")
     p.add_argument("--preset", default="tiny", choices=["tiny", "demo", "coinrun"])
@@ -144,6 +163,11 @@ def add_arguments(p) -> None:
     p.add_argument("--budget", type=float, default=120.0, help="seconds per phase (single stream, batched)")
     p.add_argument("--train-batch", type=int, default=8, help="windows per dynamics training step")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the captured step (torch.compile; CUDA graphs on a GPU) and batch with it",
+    )
 
 
 def add_cli(subparsers) -> None:
@@ -163,7 +187,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory()
     path = Path(args.world) if args.world else random_world(Path(tmp.name) / "world", args.preset)
-    world = World.load(path, device=args.device)
+    world = World.load(path, device=args.device, compile=args.compile)
     prompt = np.random.default_rng(0).integers(
         0, 256, (world.image_size, world.image_size, 3), dtype=np.uint8
     )
@@ -176,15 +200,16 @@ def run(args) -> int:
     )
 
     single = []
-    for use_cache in (True, False):
+    for use_cache, compiled in [(True, False), (False, False)] + ([(True, True)] if args.compile else []):
         r = single_stream(
-            path, prompt, use_cache, args.steps, args.budget / 2, args.device, args.maskgit_steps
+            path, prompt, use_cache, args.steps, args.budget / 2, args.device, args.maskgit_steps, compiled
         )
         single.append(r)
+        compiled_in = f", compiled in {r['compile_s']:.0f}s" if compiled else ""
         log(
-            f"  single stream, cache={'on ' if use_cache else 'off'}: {r['fps']:7.2f} frames/s "
+            f"  single stream, {_label(r)}: {r['fps']:7.2f} frames/s "
             f"({r['ms_per_frame']:.1f} ms/frame, {r['frames']} frames"
-            f"{'' if r['steady_state'] else ', history not full: budget'})"
+            f"{'' if r['steady_state'] else ', history not full: budget'}{compiled_in})"
         )
     sizes = [int(s) for s in args.sizes.split(",")]
     batch = batched(world, prompt, sizes, args.steps, args.budget, args.maskgit_steps)
@@ -213,17 +238,20 @@ def run(args) -> int:
     print(f"\n{name} on {device} ({torch.get_num_threads()} threads, {steps_per_frame} MaskGIT steps/frame)")
     print(f"{'single stream':<22}{'frames/s':>12}{'ms/frame':>12}")
     for r in single:
-        print(
-            f"{'cache ' + ('on' if r['use_cache'] else 'off'):<22}{r['fps']:>12.2f}{r['ms_per_frame']:>12.1f}"
-        )
+        print(f"{_label(r):<22}{r['fps']:>12.2f}{r['ms_per_frame']:>12.1f}")
     print(f"{'cached / uncached':<22}{ratio:>11.1f}x")
+    if args.compile:
+        print(f"{'compiled / cached':<22}{single[2]['fps'] / single[0]['fps']:>11.2f}x")
+    if batch and args.compile:
+        print("(batched rows: the compiled step)")
     print(f"{'num_envs':<22}{'env-steps/s':>12}{'ms/step':>12}")
     for r in batch:
         print(f"{r['num_envs']:<22}{r['env_steps_per_s']:>12.1f}{r['ms_per_step']:>12.1f}")
     print(f"{'dynamics training':<22}{train['frames_per_s']:>12.1f} frames/s")
+    compiled = f", {single[2]['fps']:.1f} compiled" if args.compile else ""
     print(
         f"summary: {name}: {single[0]['fps']:.1f} frames/s cached, {single[1]['fps']:.1f} uncached "
-        f"({ratio:.1f}x); best batch {best['num_envs'] if best else '-'}: "
+        f"({ratio:.1f}x){compiled}; best batch {best['num_envs'] if best else '-'}: "
         f"{best['env_steps_per_s'] if best else 0:.0f} env-steps/s; training {train['frames_per_s']:.0f} frames/s"
     )
     return 0

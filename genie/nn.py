@@ -36,10 +36,14 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(positions: torch.Tensor, dim: int, base: float = 10000.0):
-    """cos/sin tables (L, dim/2) for integer positions (L,)."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim))
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
-    return angles.cos(), angles.sin()
+    """fp32 cos/sin tables (L, dim/2) for integer positions (L,).
+
+    The angles are formed and reduced mod 2*pi in float64: frame indices grow without bound in a long
+    rollout, and an fp32 angle at frame 10^6 is off by about 0.02 rad (measured), which would break the relative
+    (shift-invariant) property the cache relies on. Float64 keeps it exact to ~1e-9 rad far beyond that."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float64) / dim))
+    angles = torch.remainder(positions.to(torch.float64)[:, None] * inv_freq[None, :], 2 * math.pi)
+    return angles.cos().float(), angles.sin().float()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -127,6 +131,89 @@ class KVCache:
         self.layers, self.valid = merged, None if bool(valid.all()) else valid
 
 
+class RingKVCache:
+    """A fixed-shape temporal cache for a captured step (torch.compile, CUDA graphs): the same function
+    as KVCache, with no shape that changes from frame to frame and no host-side state.
+
+    Each layer keeps (k, v) of shape (B*N, H, S, K) with S = W-1 slots; frame p lives in slot p % S.
+    Keys are stored already rotated at their absolute frame index, and attention does not care about
+    the order of its keys, so a frame's slot does not matter. `valid` (B, S) bool marks the slots each
+    row may see (empty slots, and a reset row's previous episode, are invalid); `pos` is the next frame's
+    index as a device tensor (1,), so a captured graph reads and advances it without syncing.
+    Built from a KVCache with `from_cache`; `load_` refills the same buffers (a captured graph keeps
+    pointing at them).
+    """
+
+    def __init__(self, window: int, layers: list, valid: torch.Tensor, pos: torch.Tensor):
+        self.window, self.layers, self.valid, self.pos = window, layers, valid, pos
+
+    @property
+    def slots(self) -> int:
+        return self.window - 1
+
+    @classmethod
+    def from_cache(cls, cache: KVCache, tokens_per_frame: int) -> RingKVCache:
+        if not cache.layers:
+            raise ValueError("RingKVCache.from_cache needs a cache that has seen at least one frame.")
+        S = cache.window - 1
+        k0 = cache.layers[0][0]
+        B = k0.shape[0] // tokens_per_frame
+        layers = [
+            (
+                k.new_zeros(k.shape[0], k.shape[1], S, k.shape[3]),
+                v.new_zeros(v.shape[0], v.shape[1], S, v.shape[3]),
+            )
+            for k, v in cache.layers
+        ]
+        ring = cls(
+            cache.window,
+            layers,
+            torch.zeros(B, S, dtype=torch.bool, device=k0.device),
+            torch.zeros(1, dtype=torch.long, device=k0.device),
+        )
+        ring.load_(cache)
+        return ring
+
+    def load_(self, cache: KVCache, rows: torch.Tensor | None = None) -> None:
+        """Copy a KVCache (frames ending where this ring's next frame starts) into the buffers, in place:
+        every row, or only `rows` (b,) when `cache` holds those b rows."""
+        S, Tp = self.slots, cache.frames
+        if cache.window != self.window or len(cache.layers) != len(self.layers):
+            raise ValueError("RingKVCache.load_ got a cache of a different model.")
+        if Tp > S:
+            raise ValueError(f"A cache of {Tp} frames does not fit in {S} ring slots.")
+        if rows is None:
+            self.pos.fill_(cache.pos)
+        n_rows = self.valid.shape[0] if rows is None else len(rows)
+        src_valid = (
+            cache.valid
+            if cache.valid is not None
+            else torch.ones(n_rows, Tp, dtype=torch.bool, device=self.valid.device)
+        )
+        valid = torch.zeros(n_rows, S, dtype=torch.bool, device=self.valid.device)
+        if S == 0:
+            return
+        slots = torch.tensor(
+            [(cache.pos - Tp + j) % S for j in range(Tp)], dtype=torch.long, device=valid.device
+        )
+        valid[:, slots] = src_valid
+        if rows is None:
+            self.valid.copy_(valid)
+        else:
+            self.valid[rows] = valid
+        for (k, v), (ck, cv) in zip(self.layers, cache.layers):
+            for dst, src in ((k, ck), (v, cv)):
+                if rows is None:
+                    dst.zero_()
+                    dst[:, :, slots] = src
+                else:
+                    n = dst.shape[0] // self.valid.shape[0]
+                    view = dst.view(self.valid.shape[0], n, *dst.shape[1:])
+                    block = torch.zeros_like(view[rows])
+                    block[:, :, :, slots] = src.view(len(rows), n, *src.shape[1:])
+                    view[rows] = block
+
+
 def _left_pad(x: torch.Tensor, T: int) -> torch.Tensor:
     """(B', H, Tp, K) -> (B', H, T, K), zero slots in front."""
     if x.shape[2] == T:
@@ -204,6 +291,26 @@ class Attention(nn.Module):
             new_past = (k[:, :, start:].contiguous(), v[:, :, start:].contiguous())
         return self.proj(out), new_past
 
+    def forward_temporal_ring(self, x: torch.Tensor, ring: RingKVCache, layer: int, commit: bool):
+        """One new frame x (B, 1, N, D) against the ring's slots (see RingKVCache); commit=True writes
+        its keys/values into slot pos % S (the caller advances pos and `valid` once for all layers).
+        Fixed shapes, no host sync: the path a captured step takes."""
+        B, T, N, D = x.shape
+        xt = x.reshape(B * N, 1, D)  # T == 1: (B, 1, N, D) -> (B*N, 1, D) is a view
+        q, k, v = self._split(xt)  # (B*N, H, 1, K)
+        cos, sin = rope_tables(ring.pos, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        past_k, past_v = ring.layers[layer]
+        keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B*N, H, S+1, K)
+        key_valid = torch.cat([ring.valid, ring.valid.new_ones(B, 1)], dim=1)  # (B, S+1)
+        mask = key_valid[:, None, None, None, :].expand(B, N, 1, 1, ring.slots + 1).reshape(B * N, 1, 1, -1)
+        out = kernels.attention(q, keys, values, attn_mask=mask)  # (B*N, H, 1, K)
+        if commit and ring.slots > 0:
+            slot = torch.remainder(ring.pos, ring.slots)
+            past_k.index_copy_(2, slot, k)
+            past_v.index_copy_(2, slot, v)
+        return self.proj(out.reshape(B, 1, N, D))
+
 
 class STBlock(nn.Module):
     """Pre-norm: x += spatial_attn(norm(x)); x += temporal_attn(norm(x)) (causal); x += ffn(norm(x))."""
@@ -220,8 +327,17 @@ class STBlock(nn.Module):
     def forward(
         self, x, window: int, t0: int = 0, past=None, commit: bool = False, past_valid=None, spatial_rope=None
     ):
+        """`past` is a layer's (k, v) of a KVCache, or (RingKVCache, layer index) for the fixed-shape path."""
         x = x + self.spatial.forward_spatial(self.norm_s(x), spatial_rope)
-        t_out, new_past = self.temporal.forward_temporal(self.norm_t(x), window, t0, past, commit, past_valid)
+        if isinstance(past, tuple) and isinstance(past[0], RingKVCache):
+            t_out, new_past = (
+                self.temporal.forward_temporal_ring(self.norm_t(x), past[0], past[1], commit),
+                None,
+            )
+        else:
+            t_out, new_past = self.temporal.forward_temporal(
+                self.norm_t(x), window, t0, past, commit, past_valid
+            )
         x = x + t_out
         x = x + self.fc2(F.gelu(self.fc1(self.norm_f(x)), approximate="tanh"))
         return x, new_past
@@ -259,12 +375,17 @@ class STTransformer(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(window=self.window)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, commit: bool = True) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: KVCache | RingKVCache | None = None, commit: bool = True
+    ) -> torch.Tensor:
         """x (B, T, N, D) -> (B, T, N, D).
 
         With a cache, x holds the frames after those already committed; `commit=False` reads the cache
-        without adding x to it (MaskGIT refinement steps), `commit=True` appends x's frames.
+        without adding x to it (MaskGIT refinement steps), `commit=True` appends x's frames. A
+        RingKVCache takes one frame at a time (T == 1).
         """
+        if isinstance(cache, RingKVCache):
+            return self._forward_ring(x, cache, commit)
         t0 = cache.pos if cache is not None else 0
         past_valid = cache.valid if cache is not None and cache.layers else None
         rope = None
@@ -284,6 +405,20 @@ class STTransformer(nn.Module):
                 # frames then take the unmasked path without checking (or syncing) anything.
                 cache.valid = None if bool(valid.all()) else valid
             cache.pos += x.shape[1]
+        return self.norm(x)
+
+    def _forward_ring(self, x: torch.Tensor, ring: RingKVCache, commit: bool) -> torch.Tensor:
+        if x.shape[1] != 1:
+            raise ValueError(f"A RingKVCache takes one frame per call, got {x.shape[1]}.")
+        rope = None
+        if self.spatial_rope_grid is not None:
+            rope = (self.rope_cos.float(), self.rope_sin.float())
+        for i, block in enumerate(self.blocks):
+            x, _ = block(x, self.window, 0, (ring, i), commit, None, rope)
+        if commit:
+            if ring.slots > 0:
+                ring.valid.index_fill_(1, torch.remainder(ring.pos, ring.slots), True)
+            ring.pos.add_(1)
         return self.norm(x)
 
 

@@ -14,6 +14,11 @@ same policy as the training data (`world.json` "fit": crop = centred square, pad
 stretch), see genie/sources.py. A clip keeps its last `context` frames.
 
 Stepping uses the exact temporal KV cache by default (genie/nn.py): memory stays bounded by the window.
+`compile=True` runs each step as one captured program: the caches become fixed-shape rings
+(RingKVCache), the MaskGIT loop and the decoder run with no host sync, and the whole step goes through
+torch.compile (mode "reduce-overhead" on CUDA, i.e. CUDA graphs, so a single stream is not bound by
+kernel launches; the inductor backend on CPU). It computes the same function as the eager step (the
+noise is keyed, see dynamics/sampling.py); the first step of each batch size pays the compilation.
 """
 
 from __future__ import annotations
@@ -87,6 +92,8 @@ def load_prompt_frames(prompt, size: int, fit: str = "crop") -> np.ndarray:
 class World:
     """B parallel imagined worlds on one device."""
 
+    compile_backend = None  # torch.compile backend of the captured step (None: inductor; tests override)
+
     def __init__(
         self,
         tokenizer,
@@ -97,7 +104,10 @@ class World:
         dtype=None,
         use_cache: bool = True,
         reward=None,
+        compile: bool = False,
     ):
+        if compile and not use_cache:
+            raise GenieValueError("compile=True captures the cached step: it needs use_cache=True.")
         self.device = torch.device(device) if device is not None else default_device()
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
@@ -120,6 +130,9 @@ class World:
                 "with this LAM (`genie train dynamics --lam DIR`)."
             )
         self.use_cache = use_cache
+        self.compile = compile
+        self.decoder_ring = None
+        self._captured = None  # the compiled fixed-shape step, built on the first compiled step
         self.maskgit_steps = int(self.info.get("maskgit_steps", dynamics.cfg.maskgit_steps))
         self.temperature = float(self.info.get("temperature", dynamics.cfg.temperature))
         self.fit = self.info.get("fit", "crop")
@@ -130,7 +143,7 @@ class World:
     # --- loading ---
 
     @classmethod
-    def load(cls, path, device=None, dtype=None, use_cache: bool = True) -> World:
+    def load(cls, path, device=None, dtype=None, use_cache: bool = True, compile: bool = False) -> World:
         path = Path(path)
         info_path = path / "world.json"
         if not path.exists():
@@ -164,7 +177,7 @@ class World:
         lam = load_model(path / "lam", "lam") if (path / "lam" / "config.json").exists() else None
         reward = load_model(path / "reward", "reward") if (path / "reward" / "config.json").exists() else None
         info["path"] = str(path)
-        return cls(tokenizer, dynamics, lam, info, device, dtype, use_cache, reward)
+        return cls(tokenizer, dynamics, lam, info, device, dtype, use_cache, reward, compile)
 
     @staticmethod
     def write_info(path, info: dict) -> None:
@@ -225,16 +238,24 @@ class World:
     def reset(self, prompt, batch_size: int | None = None) -> torch.Tensor:
         """Start B worlds from a prompt (one for all, or a list of one per world).
         Returns the first frame of each, uint8 (B, H, W, 3)."""
-        from dynamics.sampling import Rollout
+        from dynamics.sampling import Rollout, load_ring
 
         clips = self._prompt_batch(prompt, batch_size)
         tokens, actions = self._encode_prompt(clips)
-        self.rollout = Rollout(self.dynamics, use_cache=self.use_cache)
+        if self.rollout is None or not self.compile:  # compiled: keep the ring buffers the graph reads
+            self.rollout = Rollout(self.dynamics, use_cache=self.use_cache, ring=self.compile)
+        rings = (self.rollout.ring, self.decoder_ring)
         self.rollout.prompt(tokens, actions)
         self._last_tokens, self._transition = tokens[:, -1], None
         self.decoder_cache = self.tokenizer.decoder.new_cache() if self.use_cache else None
         self._token_history = None
         decoded = self._decode(tokens.view(*tokens.shape[:2], self.tokenizer.cfg.grid, -1))
+        if self.compile:
+            grid = self.tokenizer.cfg.grid
+            self.decoder_ring = load_ring(self.decoder_ring, self.decoder_cache, grid * grid)
+            self.decoder_cache = None
+            if (self.rollout.ring, self.decoder_ring) != rings:  # new buffers (batch size): capture anew
+                self._captured = None
         self.frames = decoded[:, -1]
         return self.frames
 
@@ -251,9 +272,12 @@ class World:
         self.rollout.reset_rows(rows, tokens, actions)
         grid = self.tokenizer.cfg.grid
         fresh = self.tokenizer.decoder.new_cache()
-        fresh.pos = self.decoder_cache.pos - tokens.shape[1]
+        fresh.pos = self.rollout.frame_index - tokens.shape[1]  # decoder and dynamics advance together
         frames = self._to_u8(self.tokenizer.decode(tokens.view(*tokens.shape[:2], grid, grid), fresh))
-        self.decoder_cache.merge_rows(rows, fresh, grid * grid)
+        if self.compile:
+            self.decoder_ring.load_(fresh, rows)
+        else:
+            self.decoder_cache.merge_rows(rows, fresh, grid * grid)
         self.frames = self.frames.clone()  # never change a tensor handed out by an earlier step
         self.frames[rows] = frames[:, -1]
         self._last_tokens = self._last_tokens.clone()
@@ -340,12 +364,45 @@ class World:
         if steps < 1:
             raise GenieValueError(f"maskgit_steps must be >= 1, got {steps}.")
         temp = self.temperature if temperature is None else float(temperature)
-        tokens = self.rollout.step(actions, steps, temp, generator)  # (B, N)
+        if self.compile:
+            tokens, self.frames = self._captured_step(actions, steps, temp, generator)
+        else:
+            tokens = self.rollout.step(actions, steps, temp, generator)  # (B, N)
+            grid = self.tokenizer.cfg.grid
+            self.frames = self._decode(tokens.view(-1, 1, grid, grid))[:, 0]
         self._transition = torch.stack([self._last_tokens, tokens], dim=1)
         self._last_tokens = tokens
-        grid = self.tokenizer.cfg.grid
-        self.frames = self._decode(tokens.view(-1, 1, grid, grid))[:, 0]
         return self.frames
+
+    def fixed_step(self, actions: torch.Tensor, keys: torch.Tensor, steps: int, temperature: float):
+        """The whole step on the ring caches, as one function of device tensors: MaskGIT with the noise
+        of `keys` (B,), commit, decode. -> (tokens (B, N), frames uint8 (B, H, W, 3)). What
+        compile=True captures; callable eagerly too (the tests compare both)."""
+        tokens = self.rollout.step_keyed(actions, keys, steps, temperature)
+        grid = self.tokenizer.cfg.grid
+        frames = self._to_u8(self.tokenizer.decode(tokens.view(-1, 1, grid, grid), self.decoder_ring))
+        return tokens, frames[:, 0]
+
+    def _captured_step(self, actions, steps: int, temperature: float, generator):
+        from dynamics.sampling import noise_keys
+
+        if self._captured is None:
+            cuda = self.device.type == "cuda"
+            if cuda:  # the rings are mutated in place: CUDA graphs must see fixed addresses
+                for ring in (self.rollout.ring, self.decoder_ring):
+                    for t in [ring.valid, ring.pos, *(x for kv in ring.layers for x in kv)]:
+                        torch._dynamo.mark_static_address(t)
+            how = {"backend": self.compile_backend} if self.compile_backend is not None else {}
+            if not how and cuda:
+                how = {"mode": "reduce-overhead"}
+            self._captured = torch.compile(self.fixed_step, fullgraph=True, dynamic=False, **how)
+        keys = noise_keys(actions.shape[0], generator, self.device)
+        if self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        tokens, frames = self._captured(actions, keys, steps, temperature)
+        self.rollout.frame_index += 1
+        # A CUDA graph's outputs are overwritten by its next replay: keep copies.
+        return tokens.clone(), frames.clone()
 
 
 def save_world(
