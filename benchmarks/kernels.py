@@ -12,6 +12,17 @@ last column is the best alternative's time divided by this row's: > 1 means fast
 candidate. Traffic (GB/s) counts the bytes a fused kernel must move at least; attention counts dense
 4*L_q*L_k*K flops per head (TFLOP/s), masked-out pairs included.
 
+End to end (`--end-to-end`, on by default): an untrained world of `--world-preset` (coinrun on CUDA:
+64x64 frames, 256 tokens per frame, 12-block d512 dynamics, 25 MaskGIT steps), timed as
+- the World step at batch 1 and at each --step-batch size: eager or compiled (World(compile=True): CUDA
+  graphs on a GPU), with the kernels forced to the reference or to Triton (GENIE_KERNELS);
+- the dynamics training step (forward, backward, AdamW; bf16 autocast on CUDA) with the same switches
+  (eager only).
+FLOPs are counted once per case on the eager path with torch.utils.flop_counter (matmuls, attention),
+so TFLOP/s and MFU (against --peak-tflops, the GPU's dense bf16 peak) are counted work over measured
+time, not model estimates. `--no-kernels` skips the per-kernel table; `--no-world-compile` the
+compiled rows (minutes of compilation on a CPU).
+
 Shapes (CoinRun world): T 16 frames, N 256 tokens/frame, D 512, H 8 heads of K 64, V 1024 token
 logits, codebook 1024 x 32. B = batch of clips (training) or of environments (stepping).
 """
@@ -156,6 +167,112 @@ def cases(B: int, T: int, N: int, device, dtype):
     return out
 
 
+def count_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def world_step_case(path, device, B: int, compiled: bool, steps: int):
+    """A function that advances a B-world batch by one frame, after an untimed compile/warm-up."""
+    from genie.world import World
+
+    world = World.load(path, device=device, compile=compiled)
+    g = torch.Generator(device=world.device).manual_seed(0)
+    world.reset(torch.zeros(world.image_size, world.image_size, 3, dtype=torch.uint8).numpy(), batch_size=B)
+    actions = torch.zeros(B, dtype=torch.long, device=world.device)
+
+    def run():
+        world.step(actions, maskgit_steps=steps, generator=g)
+
+    run()  # compile (captured step) and allocator warm-up
+    return run
+
+
+def training_case(path, device, B: int):
+    from dynamics.model import DynamicsModel
+    from genie.checkpoint import load_model
+
+    cfg = load_model(path / "dynamics", "dynamics").cfg
+    model = DynamicsModel(cfg).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(0, cfg.vocab_size, (B, cfg.context, cfg.grid**2), device=device)
+    actions = torch.randint(0, cfg.num_actions, (B, cfg.context - 1), device=device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def run():
+        with amp:
+            loss = model.compute_loss({"tokens": tokens, "latent_actions": actions})["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    run()
+    return run, B * cfg.context
+
+
+def end_to_end(args, device, min_run: float) -> list:
+    """Rows (what, label, {candidate: (ms, flops)}, frames per call) for the World step and training."""
+    import tempfile
+    from pathlib import Path
+
+    from genie.world import random_world
+
+    tmp = tempfile.TemporaryDirectory()
+    path = random_world(Path(tmp.name) / "world", args.world_preset)
+    from genie.checkpoint import load_model
+
+    steps = args.maskgit_steps or load_model(path / "dynamics", "dynamics").cfg.maskgit_steps
+    paths = ["reference", "triton"] if device.type == "cuda" else ["reference"]
+    compiled_opts = [False, True] if args.world_compile else [False]
+    rows = []
+    for B in sorted({1, *args.step_batch}):
+        cands, flops = {}, None
+        for kernel_path in paths:
+            for compiled in compiled_opts:
+                name = f"{'compiled' if compiled else 'eager'}, {kernel_path}"
+                os.environ["GENIE_KERNELS"] = kernel_path
+                torch._dynamo.reset()  # the kernel choice is read at trace time: trace each anew
+                try:
+                    fn = world_step_case(path, device, B, compiled, steps)
+                    if flops is None:  # counted on the eager step (a counter does not see into graphs)
+                        flops = count_flops(world_step_case(path, device, B, False, steps))
+                    cands[name] = (time_ms(fn, min_run), flops)
+                except Exception as e:  # noqa: BLE001 - report, keep benchmarking the rest
+                    print(f"# world step B={B} {name}: failed: {type(e).__name__}: {str(e)[:160]}")
+        rows.append(("world step", f"B={B}, {steps} MaskGIT steps", cands, B))
+    for B in args.train_batch:
+        cands = {}
+        for kernel_path in paths:
+            os.environ["GENIE_KERNELS"] = kernel_path
+            try:
+                fn, frames = training_case(path, device, B)
+                cands[f"eager, {kernel_path}"] = (time_ms(fn, min_run), count_flops(fn))
+            except Exception as e:  # noqa: BLE001
+                print(f"# training B={B} {kernel_path}: failed: {type(e).__name__}: {str(e)[:160]}")
+                frames = B
+        rows.append(("dynamics training", f"B={B} clips", cands, frames))
+    os.environ.pop("GENIE_KERNELS", None)
+    tmp.cleanup()
+    return rows
+
+
+def print_end_to_end(rows, peak_tflops: float | None) -> None:
+    print("\n| end to end | shape | candidate | ms | frames/s | TFLOP/s | MFU | best other / this |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for what, label, cands, frames in rows:
+        for cand, (t, flops) in cands.items():
+            others = [v[0] for c, v in cands.items() if c != cand]
+            tflops = flops / (t * 1e-3) / 1e12
+            mfu = f"{100 * tflops / peak_tflops:.1f}%" if peak_tflops else "-"
+            vs = f"{min(others) / t:.2f}" if others else "-"
+            print(
+                f"| {what} | {label} | {cand} | {t:.2f} | {frames / (t * 1e-3):.1f} | {tflops:.3g} | {mfu} | {vs} |"
+            )
+
+
 def add_compiled(fns: dict) -> dict:
     base = fns.get("eager")
     if base is not None:
@@ -174,6 +291,35 @@ def main() -> None:
         help="include torch.compile (default: on CUDA only)",
     )
     p.add_argument("--only", nargs="+", default=None, help="kernel names to run")
+    p.add_argument(
+        "--end-to-end",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the World step and the dynamics training step (default on)",
+    )
+    p.add_argument(
+        "--world-preset",
+        default=None,
+        help="world of the end-to-end rows (default: coinrun on CUDA, demo on CPU)",
+    )
+    p.add_argument("--step-batch", type=int, nargs="+", default=None, help="World step batch sizes besides 1")
+    p.add_argument("--train-batch", type=int, nargs="+", default=None, help="training batch sizes (clips)")
+    p.add_argument("--maskgit-steps", type=int, default=None, help="default: the preset's")
+    p.add_argument(
+        "--world-compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time the compiled World step too (default on; minutes of compilation on a CPU)",
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="dense bf16 peak of the GPU for MFU (default: 989 on an H100/H200, else no MFU column)",
+    )
+    p.add_argument(
+        "--kernels", action=argparse.BooleanOptionalAction, default=True, help="the per-kernel table"
+    )
     args = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     use_compile = device.type == "cuda" if args.compile is None else args.compile
@@ -196,7 +342,7 @@ def main() -> None:
         print("# torch.compile not timed (pass --compile).")
     rows = []
     torch.manual_seed(0)
-    for B in batches:
+    for B in batches if args.kernels else []:
         for kernel, label, fns, work, unit in cases(B, T, N, device, dtype):
             if args.only and kernel not in args.only:
                 continue
@@ -213,10 +359,24 @@ def main() -> None:
                 rate = work / (t * 1e-3) / (1e12 if unit == "TFLOP/s" else 1e9)
                 vs = f"{min(others) / t:.2f}" if others else "-"
                 rows.append((kernel, label, cand, t, f"{rate:.3g} {unit}", vs))
-    print("\n| kernel | shape | candidate | time (ms) | achieved | best other / this |")
-    print("|---|---|---|---:|---:|---:|")
-    for kernel, label, cand, t, rate, vs in rows:
-        print(f"| {kernel} | {label} | {cand} | {t:.3f} | {rate} | {vs} |")
+    if rows:
+        print("\n| kernel | shape | candidate | time (ms) | achieved | best other / this |")
+        print("|---|---|---|---:|---:|---:|")
+        for kernel, label, cand, t, rate, vs in rows:
+            print(f"| {kernel} | {label} | {cand} | {t:.3f} | {rate} | {vs} |")
+    if args.end_to_end:
+        cuda = device.type == "cuda"
+        args.world_preset = args.world_preset or ("coinrun" if cuda else "demo")
+        args.step_batch = args.step_batch or ([16, 256, 1024] if cuda else [4])
+        args.train_batch = args.train_batch or ([8, 32] if cuda else [2])
+        peak = args.peak_tflops
+        if peak is None and cuda and any(g in torch.cuda.get_device_name() for g in ("H100", "H200")):
+            peak = 989.0  # NVIDIA's dense BF16 tensor-core figure for the H100/H200 SXM
+        e2e = end_to_end(args, device, min_run)
+        print_end_to_end(e2e, peak)
+    print(
+        f"summary: {len(rows)} kernel rows, {sum(len(r[2]) for r in e2e) if args.end_to_end else 0} end-to-end rows"
+    )
 
 
 if __name__ == "__main__":

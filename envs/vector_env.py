@@ -206,4 +206,4 @@ class GenieVectorEnv(VectorEnv):
         return None
 
     def close_extras(self, **kwargs):
-        self.world.rollout = self.world.decoder_cache = None
+        self.world.release()

@@ -10,8 +10,12 @@ __version__ = "0.1.0"
 
 
 def register_envs() -> None:
-    """Register Genie-v0 (idempotent)."""
-    import gymnasium
+    """Register Genie-v0 (idempotent). Without gymnasium installed there is nothing to register, and the
+    models and World still import (e.g. a GPU box that only benchmarks them)."""
+    try:
+        import gymnasium
+    except ImportError:
+        return
 
     if "Genie-v0" not in gymnasium.registry:
         gymnasium.register(

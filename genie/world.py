@@ -304,6 +304,10 @@ class World:
         hist = self._token_history
         return self._to_u8(self.tokenizer.decode(hist.view(*hist.shape[:2], grid, grid)))[:, -T:]
 
+    def release(self) -> None:
+        """Free the rollout's caches and the captured step (the next reset builds them again)."""
+        self.rollout = self.decoder_cache = self.decoder_ring = self._captured = None
+
     # --- stepping ---
 
     @property
