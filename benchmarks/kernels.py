@@ -338,8 +338,8 @@ def main() -> None:
     )
     if device.type != "cuda":
         print("# Triton needs CUDA: on this device only the PyTorch paths are timed.")
-    if not use_compile:
-        print("# torch.compile not timed (pass --compile).")
+    if not use_compile and args.kernels:
+        print("# torch.compile of single kernels not timed (pass --compile).")
     rows = []
     torch.manual_seed(0)
     for B in batches if args.kernels else []:

@@ -35,6 +35,10 @@ ATOL, RTOL = 1e-5, 1e-4
 WORKER_FLAG = "GENIE_KERNELS_TEST_WORKER"
 IN_WORKER = os.environ.get(WORKER_FLAG) == "1"
 REPO = Path(__file__).resolve().parents[1]
+if IN_WORKER:
+    # Import triton now, under the flag: a later test unsets TRITON_INTERPRET for a moment, and whatever
+    # imports triton then (torch._dynamo does, behind the custom ops) would decorate it compiled.
+    import triton  # noqa: F401
 
 
 def require_triton_worker(monkeypatch, backend: str = "triton") -> None:
@@ -375,3 +379,33 @@ def test_token_cross_entropy_all_ignored_is_nan_like_torch(use_triton):
     targets = torch.full((4,), -1, dtype=torch.long)
     got = kernels.token_cross_entropy(logits, targets, ignore_index=-1)
     assert torch.isnan(got) and torch.isnan(F.cross_entropy(logits, targets, ignore_index=-1))
+
+
+# --- Inside a captured step ---
+
+
+@torch.no_grad()
+def test_captured_world_step_keeps_the_triton_kernels_in_one_graph(use_triton, tmp_path, monkeypatch):
+    """The Triton paths are custom ops: torch.compile (fullgraph) traces the World step around them in
+    one graph, they run inside it, and the frames equal the eager Triton step's."""
+    import numpy as np
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    from genie.world import World, random_world
+
+    counter = CompileCounterWithBackend("aot_eager")
+    monkeypatch.setattr(World, "compile_backend", counter)
+    path = random_world(tmp_path / "w", "tiny")
+    prompt = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    frames = []
+    for compiled in (False, True):
+        world = World.load(path, device="cpu", compile=compiled)
+        world.reset(prompt)
+        g = torch.Generator().manual_seed(0)
+        before = kernels.triton_launches()
+        frames.append(torch.stack([world.step([t % 4], maskgit_steps=2, generator=g) for t in range(2)]))
+        after = kernels.triton_launches()
+        for name in ("attention", "rms_norm", "maskgit_update"):
+            assert after.get(name, 0) > before.get(name, 0), (compiled, name)
+    assert torch.equal(frames[0], frames[1])
+    assert counter.frame_count == 1

@@ -6,6 +6,10 @@ Each public function here has the signature of its reference. Which one runs:
 - The Triton paths are forward-only except token_cross_entropy: when autograd needs a gradient through
   a forward-only kernel, the reference runs instead (never a silently missing gradient).
 
+The forward-only Triton paths are registered as torch custom ops (`genie::...`, defined below), so
+torch.compile keeps each one as a single opaque op inside a captured graph (the World step with
+compile=True; CUDA graphs) instead of breaking the graph at the Python launch code.
+
 Triton is imported lazily, on the first Triton call, so `import genie.kernels` is cheap and works
 without triton. On a CPU the Triton path needs Triton's interpreter: TRITON_INTERPRET=1 set before that
 first call (the tests do this; it is slow and only checks correctness).
@@ -19,6 +23,8 @@ import os
 import sys
 
 import torch
+from torch import Tensor
+from torch.library import custom_op
 
 from genie.errors import GenieError, GenieValueError
 from genie.kernels import reference
@@ -107,6 +113,84 @@ def _use_triton(name: str, *tensors, differentiable: bool = False) -> bool:
     return differentiable or not _wants_grad(*tensors)
 
 
+# --- The forward-only Triton paths as custom ops (opaque to torch.compile; fake = shapes and strides) ---
+
+
+@custom_op("genie::attention", mutates_args=())
+def _attention_op(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
+    return _triton(q.device)["_triton_attention"].attention(q, k, v, attn_mask)
+
+
+@_attention_op.register_fake
+def _(q, k, v, attn_mask):
+    Bp, H, Lq, K = q.shape
+    return q.new_empty(Bp, Lq, H, K).transpose(1, 2)  # the kernel's (B', Lq, H, K)-contiguous output
+
+
+@custom_op("genie::st_attention", mutates_args=())
+def _st_attention_op(
+    qkv: Tensor, axis: str, window: int, past_k: Tensor | None, past_v: Tensor | None
+) -> Tensor:
+    return _triton(qkv.device)["_triton_attention"].st_attention(qkv, axis, window, past_k, past_v)
+
+
+@_st_attention_op.register_fake
+def _(qkv, axis, window, past_k, past_v):
+    B, T, N, _, H, K = qkv.shape
+    return qkv.new_empty(B, T, N, H, K)
+
+
+@custom_op("genie::rms_norm", mutates_args=())
+def _rms_norm_op(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    return _triton(x.device)["_triton_norm"].rms_norm(x, weight, eps)
+
+
+@_rms_norm_op.register_fake
+def _(x, weight, eps):
+    return x.new_empty(x.shape)
+
+
+@custom_op("genie::rms_norm_residual", mutates_args=())
+def _rms_norm_residual_op(x: Tensor, residual: Tensor, weight: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    return _triton(x.device)["_triton_norm"].rms_norm_residual(x, residual, weight, eps)
+
+
+@_rms_norm_residual_op.register_fake
+def _(x, residual, weight, eps):
+    return x.new_empty(x.shape), x.new_empty(x.shape, dtype=torch.result_type(x, residual))
+
+
+@custom_op("genie::vq_nearest", mutates_args=())
+def _vq_nearest_op(x: Tensor, codebook: Tensor) -> Tensor:
+    return _triton(x.device)["_triton_vq"].vq_nearest(x, codebook)
+
+
+@_vq_nearest_op.register_fake
+def _(x, codebook):
+    return x.new_empty(x.shape[0], dtype=torch.long)
+
+
+@custom_op("genie::maskgit_update", mutates_args=())
+def _maskgit_update_op(
+    logits: Tensor,
+    tokens: Tensor,
+    masked: Tensor,
+    gumbel: Tensor | None,
+    temperature: float,
+    num_to_keep_masked: Tensor,
+) -> tuple[Tensor, Tensor]:
+    return _triton(logits.device)["_triton_tokens"].maskgit_update(
+        logits, tokens, masked, gumbel, temperature, num_to_keep_masked
+    )
+
+
+@_maskgit_update_op.register_fake
+def _(logits, tokens, masked, gumbel, temperature, num_to_keep_masked):
+    return torch.empty_like(tokens, memory_format=torch.contiguous_format), torch.empty_like(
+        masked, memory_format=torch.contiguous_format
+    )
+
+
 # --- Public kernels: the reference's signature, dispatched per call ---
 
 
@@ -114,7 +198,7 @@ def attention(q, k, v, attn_mask=None):
     """q (B', H, Lq, K), k/v (B', H, Lk, K); attn_mask bool (Lq, Lk), True = may attend."""
     plain_mask = attn_mask is None or (attn_mask.dtype == torch.bool and attn_mask.dim() == 2)
     if plain_mask and _use_triton("attention", q, k, v):
-        return _triton(q.device)["_triton_attention"].attention(q, k, v, attn_mask)
+        return _attention_op(q, k, v, attn_mask)
     return reference.attention(q, k, v, attn_mask)
 
 
@@ -122,27 +206,27 @@ def st_attention(qkv, axis: str, window: int, past_k=None, past_v=None):
     """qkv (B, T, N, 3, H, K) read in place -> (B, T, N, H, K); see reference.st_attention."""
     reference.check_st_attention_args(qkv, axis, window, past_k, past_v)
     if _use_triton("st_attention", qkv, past_k, past_v):
-        return _triton(qkv.device)["_triton_attention"].st_attention(qkv, axis, window, past_k, past_v)
+        return _st_attention_op(qkv, axis, window, past_k, past_v)
     return reference.st_attention(qkv, axis, window, past_k, past_v)
 
 
 def rms_norm(x, weight, eps: float = 1e-6):
     if _use_triton("rms_norm", x, weight):
-        return _triton(x.device)["_triton_norm"].rms_norm(x, weight, eps)
+        return _rms_norm_op(x, weight, eps)
     return reference.rms_norm(x, weight, eps)
 
 
 def rms_norm_residual(x, residual, weight, eps: float = 1e-6):
     """-> (rms_norm(x + residual), x + residual)."""
     if _use_triton("rms_norm_residual", x, residual, weight):
-        return _triton(x.device)["_triton_norm"].rms_norm_residual(x, residual, weight, eps)
+        return _rms_norm_residual_op(x, residual, weight, eps)
     return reference.rms_norm_residual(x, residual, weight, eps)
 
 
 def vq_nearest(x, codebook):
     """x (M, C), codebook (Kc, C) -> indices (M,); the Triton path never builds the (M, Kc) distances."""
     if backend("vq_nearest", x.device) == "triton":
-        return _triton(x.device)["_triton_vq"].vq_nearest(x, codebook)
+        return _vq_nearest_op(x, codebook)
     return reference.vq_nearest(x, codebook)
 
 
@@ -151,9 +235,7 @@ def maskgit_update(logits, tokens, masked, gumbel, temperature: float, num_to_ke
     if not temperature > 0:
         raise GenieValueError(f"MaskGIT temperature must be > 0, got {temperature}.")
     if backend("maskgit_update", logits.device) == "triton":
-        return _triton(logits.device)["_triton_tokens"].maskgit_update(
-            logits, tokens, masked, gumbel, temperature, num_to_keep_masked
-        )
+        return _maskgit_update_op(logits, tokens, masked, gumbel, temperature, num_to_keep_masked)
     return reference.maskgit_update(logits, tokens, masked, gumbel, temperature, num_to_keep_masked)
 
 
