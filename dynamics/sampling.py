@@ -37,10 +37,10 @@ _M32 = 0xFFFFFFFF
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2^32 for int64 x in [0, 2^32): split c in 16-bit halves so no product passes 2^48
-    (int64 overflow is undefined behaviour in the C++ a compiler may generate)."""
-    hi = ((x * (c >> 16)) & 0xFFFF) << 16
-    return (hi + x * (c & 0xFFFF)) & _M32
+    """(x * c) mod 2^32 for int64 x in [0, 2^32) and a 32-bit constant c, with no int64 overflow (undefined
+    behaviour in the C++ a compiler may generate): a c of 2^31 or more is replaced by c - 2^32, which is
+    the same modulo 2^32 and keeps |x * c| below 2^63; the low 32 bits of a negative product are right."""
+    return (x * (c - 2**32 if c >= 2**31 else c)) & _M32
 
 
 def _hash32(x: torch.Tensor) -> torch.Tensor:
@@ -58,16 +58,24 @@ def noise_keys(B: int, generator: torch.Generator | None, device) -> torch.Tenso
     return torch.randint(0, 2**31 - 1, (B,), generator=generator, device=gen_device).to(device)
 
 
-def hashed_gumbel(keys: torch.Tensor, step: int, N: int, V: int) -> torch.Tensor:
+def index_hash(N: int, V: int, device) -> torch.Tensor:
+    """The hashed flat (token, vocabulary) index, int64 (N*V,): the seed-free half of `hashed_gumbel`,
+    computed once per frame and shared by its refinement steps."""
+    return _hash32(torch.arange(N * V, device=device, dtype=torch.long))
+
+
+def hashed_gumbel(keys: torch.Tensor, step: int, N: int, V: int, base: torch.Tensor | None = None):
     """Standard gumbel noise (B, N, V) fp32, a pure function of keys (B,) int64 and the step index.
 
-    Two rounds of a 32-bit hash over (row key, step) and the flat (token, vocabulary) index; the top 24
-    bits make a uniform u in (0, 1) exactly representable in fp32, so -log(-log(u)) is always finite.
+    h = hash(hash(index) xor hash(key, step)): the inner hash scatters the indices, so two seeds never
+    give shifted or permuted copies of each other's noise, as hash(index xor seed) alone would. The top
+    24 bits make a uniform u in (0, 1) exactly representable in fp32, so -log(-log(u)) is always finite.
+    `base` is index_hash(N, V) when the caller has it.
     """
+    if base is None:
+        base = index_hash(N, V, keys.device)
     seed = _hash32((keys + step * 0x9E3779B9) & _M32)  # (B,)
-    idx = torch.arange(N * V, device=keys.device, dtype=torch.long)
-    h = _hash32(idx[None, :] ^ seed[:, None])
-    h = _hash32((h + seed[:, None] * 0x2545) & _M32)
+    h = _hash32(base[None, :] ^ seed[:, None])
     u = ((h >> 8).to(torch.float32) + 0.5) * (1.0 / 2**24)
     return (-torch.log(-torch.log(u))).view(-1, N, V)
 
@@ -78,10 +86,15 @@ def sample_frame_keyed(logits_fn, keys: torch.Tensor, N: int, mask_id: int, step
     B, device = keys.shape[0], keys.device
     tokens = torch.full((B, N), mask_id, dtype=torch.long, device=device)
     masked = torch.ones(B, N, dtype=torch.bool, device=device)
+    base = None
     for s in range(steps):
         logits = logits_fn(tokens).float()
         last = s == steps - 1
-        noise = None if last or temperature <= 0 else hashed_gumbel(keys, s, N, logits.shape[-1])
+        noise = None
+        if not last and temperature > 0:
+            if base is None:
+                base = index_hash(N, logits.shape[-1], device)
+            noise = hashed_gumbel(keys, s, N, logits.shape[-1], base)
         keep = torch.full((B,), 0 if last else num_masked_after(s, steps, N), dtype=torch.long, device=device)
         tokens, masked = kernels.maskgit_update(logits, tokens, masked, noise, max(temperature, 1e-6), keep)
         tokens = tokens.masked_fill(masked, mask_id)  # still-masked positions are MASK for the next step

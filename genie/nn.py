@@ -258,9 +258,11 @@ class Attention(nn.Module):
         past=None,
         commit: bool = False,
         past_valid: torch.Tensor | None = None,
+        rope=None,
     ):
         """x (B, T, N, D) holds frames t0..t0+T-1; past (k, v) (B*N, H, Tp, K) holds frames t0-Tp..t0-1;
-        past_valid (B, Tp) bool masks cached frames per row (None: all valid).
+        past_valid (B, Tp) bool masks cached frames per row (None: all valid); rope: the (cos, sin)
+        tables of frames t0..t0+T-1 when the caller built them once for all layers.
 
         Returns (out (B, T, N, D), new_past or None).
         """
@@ -268,7 +270,7 @@ class Attention(nn.Module):
         xt = x.permute(0, 2, 1, 3).reshape(B * N, T, D)  # (B*N, T, D)
         q, k, v = self._split(xt)  # (B*N, H, T, K)
         q_pos = torch.arange(t0, t0 + T, device=x.device)
-        cos, sin = rope_tables(q_pos, self.head_dim)
+        cos, sin = rope if rope is not None else rope_tables(q_pos, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if past is not None and past[0].shape[2] > 0:
             k = torch.cat([past[0], k], dim=2)
@@ -291,14 +293,14 @@ class Attention(nn.Module):
             new_past = (k[:, :, start:].contiguous(), v[:, :, start:].contiguous())
         return self.proj(out), new_past
 
-    def forward_temporal_ring(self, x: torch.Tensor, ring: RingKVCache, layer: int, commit: bool):
+    def forward_temporal_ring(self, x: torch.Tensor, ring: RingKVCache, layer: int, commit: bool, rope=None):
         """One new frame x (B, 1, N, D) against the ring's slots (see RingKVCache); commit=True writes
         its keys/values into slot pos % S (the caller advances pos and `valid` once for all layers).
         Fixed shapes, no host sync: the path a captured step takes."""
         B, T, N, D = x.shape
         xt = x.reshape(B * N, 1, D)  # T == 1: (B, 1, N, D) -> (B*N, 1, D) is a view
         q, k, v = self._split(xt)  # (B*N, H, 1, K)
-        cos, sin = rope_tables(ring.pos, self.head_dim)
+        cos, sin = rope if rope is not None else rope_tables(ring.pos, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past_k, past_v = ring.layers[layer]
         keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B*N, H, S+1, K)
@@ -325,18 +327,26 @@ class STBlock(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(
-        self, x, window: int, t0: int = 0, past=None, commit: bool = False, past_valid=None, spatial_rope=None
+        self,
+        x,
+        window: int,
+        t0: int = 0,
+        past=None,
+        commit: bool = False,
+        past_valid=None,
+        spatial_rope=None,
+        temporal_rope=None,
     ):
-        """`past` is a layer's (k, v) of a KVCache, or (RingKVCache, layer index) for the fixed-shape path."""
+        """`past` is a layer's (k, v) of a KVCache, or (RingKVCache, layer index) for the fixed-shape path;
+        temporal_rope: the frames' (cos, sin) tables, built once per stack (None: built here)."""
         x = x + self.spatial.forward_spatial(self.norm_s(x), spatial_rope)
+        h = self.norm_t(x)
         if isinstance(past, tuple) and isinstance(past[0], RingKVCache):
-            t_out, new_past = (
-                self.temporal.forward_temporal_ring(self.norm_t(x), past[0], past[1], commit),
-                None,
-            )
+            t_out = self.temporal.forward_temporal_ring(h, past[0], past[1], commit, temporal_rope)
+            new_past = None
         else:
             t_out, new_past = self.temporal.forward_temporal(
-                self.norm_t(x), window, t0, past, commit, past_valid
+                h, window, t0, past, commit, past_valid, temporal_rope
             )
         x = x + t_out
         x = x + self.fc2(F.gelu(self.fc1(self.norm_f(x)), approximate="tanh"))
@@ -391,9 +401,15 @@ class STTransformer(nn.Module):
         rope = None
         if self.spatial_rope_grid is not None:  # fp32 tables even when the model was cast to bf16/fp16
             rope = (self.rope_cos.float(), self.rope_sin.float())
+        head_dim = self.blocks[0].temporal.head_dim
+        frames = rope_tables(
+            torch.arange(t0, t0 + x.shape[1], device=x.device), head_dim
+        )  # once for all layers
         for i, block in enumerate(self.blocks):
             past = cache.layer(i) if cache is not None else None
-            x, new_past = block(x, self.window, t0, past, cache is not None and commit, past_valid, rope)
+            x, new_past = block(
+                x, self.window, t0, past, cache is not None and commit, past_valid, rope, frames
+            )
             if cache is not None and commit:
                 cache.set_layer(i, new_past)
         if cache is not None and commit:
@@ -413,8 +429,9 @@ class STTransformer(nn.Module):
         rope = None
         if self.spatial_rope_grid is not None:
             rope = (self.rope_cos.float(), self.rope_sin.float())
+        frames = rope_tables(ring.pos, self.blocks[0].temporal.head_dim)  # once for all layers
         for i, block in enumerate(self.blocks):
-            x, _ = block(x, self.window, 0, (ring, i), commit, None, rope)
+            x, _ = block(x, self.window, 0, (ring, i), commit, None, rope, frames)
         if commit:
             if ring.slots > 0:
                 ring.valid.index_fill_(1, torch.remainder(ring.pos, ring.slots), True)
