@@ -195,6 +195,20 @@ def test_attention(use_triton, Bp, H, Lq, Lk, K, masked):
     )
 
 
+@pytest.mark.parametrize("Lq,Lk", [(1, 8), (3, 11)])  # the ring-cache decode; a few frames at once
+def test_attention_per_sequence_mask(use_triton, Lq, Lk):
+    """A (B', 1, Lq, Lk) mask, as the KV cache builds from each row's valid frames (an expanded view)."""
+    Bp, H, K = 6, 2, 16
+    q, k, v = randn(Bp, H, Lq, K, seed=7), randn(Bp, H, Lk, K, seed=8), randn(Bp, H, Lk, K, seed=9)
+    valid = torch.rand(Bp // 2, Lk, generator=gen(10)) > 0.5
+    valid[:, -1] = True  # the newest frame is always visible
+    mask = valid[:, None, None, None, :].expand(Bp // 2, 2, 1, Lq, Lk).reshape(Bp, 1, Lq, Lk)
+    before = kernels.triton_launches().get("attention", 0)
+    out = kernels.attention(q, k, v, mask)
+    assert kernels.triton_launches()["attention"] == before + 1  # taken by the kernel, not the reference
+    torch.testing.assert_close(out, ref.attention(q, k, v, mask), atol=ATOL, rtol=RTOL)
+
+
 def test_attention_reads_strided_views(use_triton):
     # q, k, v as nn.Attention builds them: permuted views of one qkv projection, no copies
     Bp, L, H, K = 3, 17, 2, 24

@@ -195,8 +195,15 @@ def _(logits, tokens, masked, gumbel, temperature, num_to_keep_masked):
 
 
 def attention(q, k, v, attn_mask=None):
-    """q (B', H, Lq, K), k/v (B', H, Lk, K); attn_mask bool (Lq, Lk), True = may attend."""
-    plain_mask = attn_mask is None or (attn_mask.dtype == torch.bool and attn_mask.dim() == 2)
+    """q (B', H, Lq, K), k/v (B', H, Lk, K); attn_mask bool, True = may attend: (Lq, Lk) for all, or
+    (B', 1, Lq, Lk) per sequence (the Triton path takes these two; other masks go to the reference)."""
+    plain_mask = attn_mask is None or (
+        attn_mask.dtype == torch.bool
+        and (
+            attn_mask.dim() == 2
+            or (attn_mask.dim() == 4 and attn_mask.shape[1] == 1 and attn_mask.shape[0] in (1, q.shape[0]))
+        )
+    )
     if plain_mask and _use_triton("attention", q, k, v):
         return _attention_op(q, k, v, attn_mask)
     return reference.attention(q, k, v, attn_mask)

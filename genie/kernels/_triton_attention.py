@@ -7,7 +7,8 @@ with a sequence axis L and a head-dim axis K:
     st_attention temporal    qkv (B, T, N, 3, H, K):     z = (B, N, H), L = T, optional past (B, Tp, N, H, K)
 q, k and v of st_attention are strided views into one qkv tensor: no permute or cat copies. The banded
 causal mask of temporal attention is computed from positions in the kernel (queries sit at Tp..Tp+T-1
-after the Tp cached frames); attention() takes an explicit bool (Lq, Lk) mask instead. Rows with no
+after the Tp cached frames); attention() takes an explicit bool mask instead, (Lq, Lk) for every
+sequence or (B', 1, Lq, Lk) per sequence (broadcast over heads: the KV-cache rows' valid frames). Rows with no
 visible key give 0 (SDPA gives NaN); the models never produce one. Forward only.
 """
 
@@ -121,6 +122,7 @@ def _attention_fwd(
     so3,
     sol,
     sod,
+    smz,
     sml,
     smk,
     Z2,
@@ -152,6 +154,7 @@ def _attention_fwd(
         other=0.0,
     )
     q_pos = Tp + offs_m  # query positions count the cached frames first
+    MASK = MASK + z1 * smz  # a per-sequence mask (smz = 0: one mask for all)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -230,7 +233,12 @@ def _launch(q, k, v, out, strides, Z, Lq, Lk, D, mask=None, band_window=None, pa
     pk_s = strides.get("pk", strides["k"]) if Tp > 0 else strides["k"]
     pv_s = strides.get("pv", strides["v"]) if Tp > 0 else strides["v"]
     mask_arg = mask.view(torch.uint8) if mask is not None else q
-    sml, smk = (mask.stride(0), mask.stride(1)) if mask is not None else (0, 0)
+    if mask is None:
+        smz, sml, smk = 0, 0, 0
+    elif mask.dim() == 2:  # (Lq, Lk), shared
+        smz, sml, smk = 0, mask.stride(0), mask.stride(1)
+    else:  # (Z1, Lq, Lk), one per z1
+        smz, sml, smk = mask.stride(0), mask.stride(1), mask.stride(2)
     BLOCK_M = next_pow2(Lq) if Lq <= 64 else 64
     BLOCK_N = min(64, next_pow2(Lk + Tp))
     grid = (Z1 * Z2 * Z3, triton.cdiv(Lq, BLOCK_M))
@@ -248,6 +256,7 @@ def _launch(q, k, v, out, strides, Z, Lq, Lk, D, mask=None, band_window=None, pa
         *pk_s,
         *pv_s,
         *strides["o"],
+        smz,
         sml,
         smk,
         Z2,
@@ -270,7 +279,8 @@ def _launch(q, k, v, out, strides, Z, Lq, Lk, D, mask=None, band_window=None, pa
 
 
 def attention(q, k, v, attn_mask=None):
-    """q (B', H, Lq, K), k/v (B', H, Lk, K), attn_mask bool (Lq, Lk) or None -> (B', H, Lq, K).
+    """q (B', H, Lq, K), k/v (B', H, Lk, K), attn_mask bool (Lq, Lk), (B', 1, Lq, Lk) or None
+    -> (B', H, Lq, K).
 
     The output is stored (B', Lq, H, K)-contiguous and returned as a transposed view, so the usual
     `out.transpose(1, 2).reshape(B', Lq, H*K)` that follows is free."""
@@ -283,6 +293,8 @@ def attention(q, k, v, attn_mask=None):
 
     strides = {"q": s(q), "k": s(k), "v": s(v), "o": s(out)}
     LAUNCHES["attention"] += 1
+    if attn_mask is not None and attn_mask.dim() == 4:
+        attn_mask = attn_mask.expand(Bp, 1, Lq, Lk)[:, 0]  # (B', Lq, Lk) view
     return _launch(q, k, v, out, strides, (Bp, 1, H), Lq, Lk, D, mask=attn_mask)
 
 
