@@ -218,12 +218,11 @@ def end_to_end(args, device, min_run: float) -> list:
     import tempfile
     from pathlib import Path
 
+    from genie.checkpoint import load_model
     from genie.world import random_world
 
     tmp = tempfile.TemporaryDirectory()
     path = random_world(Path(tmp.name) / "world", args.world_preset)
-    from genie.checkpoint import load_model
-
     steps = args.maskgit_steps or load_model(path / "dynamics", "dynamics").cfg.maskgit_steps
     paths = ["reference", "triton"] if device.type == "cuda" else ["reference"]
     compiled_opts = [False, True] if args.world_compile else [False]

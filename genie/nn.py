@@ -293,22 +293,21 @@ class Attention(nn.Module):
             new_past = (k[:, :, start:].contiguous(), v[:, :, start:].contiguous())
         return self.proj(out), new_past
 
-    def forward_temporal_ring(self, x: torch.Tensor, ring: RingKVCache, layer: int, commit: bool, rope=None):
+    def forward_temporal_ring(self, x: torch.Tensor, ring: RingKVCache, layer: int, commit: bool, shared):
         """One new frame x (B, 1, N, D) against the ring's slots (see RingKVCache); commit=True writes
-        its keys/values into slot pos % S (the caller advances pos and `valid` once for all layers).
-        Fixed shapes, no host sync: the path a captured step takes."""
+        its keys/values into the frame's slot (the caller advances pos and `valid` once for all layers).
+        `shared` = (cos, sin, mask, slot): the frame's RoPE tables, the (B*N, 1, 1, S+1) key mask and
+        the slot index, built once per stack (STTransformer._forward_ring). Fixed shapes, no host sync:
+        the path a captured step takes."""
         B, T, N, D = x.shape
+        cos, sin, mask, slot = shared
         xt = x.reshape(B * N, 1, D)  # T == 1: (B, 1, N, D) -> (B*N, 1, D) is a view
         q, k, v = self._split(xt)  # (B*N, H, 1, K)
-        cos, sin = rope if rope is not None else rope_tables(ring.pos, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         past_k, past_v = ring.layers[layer]
         keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B*N, H, S+1, K)
-        key_valid = torch.cat([ring.valid, ring.valid.new_ones(B, 1)], dim=1)  # (B, S+1)
-        mask = key_valid[:, None, None, None, :].expand(B, N, 1, 1, ring.slots + 1).reshape(B * N, 1, 1, -1)
         out = kernels.attention(q, keys, values, attn_mask=mask)  # (B*N, H, 1, K)
-        if commit and ring.slots > 0:
-            slot = torch.remainder(ring.pos, ring.slots)
+        if commit and slot is not None:
             past_k.index_copy_(2, slot, k)
             past_v.index_copy_(2, slot, v)
         return self.proj(out.reshape(B, 1, N, D))
@@ -337,12 +336,14 @@ class STBlock(nn.Module):
         spatial_rope=None,
         temporal_rope=None,
     ):
-        """`past` is a layer's (k, v) of a KVCache, or (RingKVCache, layer index) for the fixed-shape path;
+        """`past` is a layer's (k, v) of a KVCache, or (RingKVCache, layer index, key mask, slot) for the
+        fixed-shape path (see STTransformer._forward_ring);
         temporal_rope: the frames' (cos, sin) tables, built once per stack (None: built here)."""
         x = x + self.spatial.forward_spatial(self.norm_s(x), spatial_rope)
         h = self.norm_t(x)
         if isinstance(past, tuple) and isinstance(past[0], RingKVCache):
-            t_out = self.temporal.forward_temporal_ring(h, past[0], past[1], commit, temporal_rope)
+            ring, layer, mask, slot = past
+            t_out = self.temporal.forward_temporal_ring(h, ring, layer, commit, (*temporal_rope, mask, slot))
             new_past = None
         else:
             t_out, new_past = self.temporal.forward_temporal(
@@ -429,12 +430,17 @@ class STTransformer(nn.Module):
         rope = None
         if self.spatial_rope_grid is not None:
             rope = (self.rope_cos.float(), self.rope_sin.float())
-        frames = rope_tables(ring.pos, self.blocks[0].temporal.head_dim)  # once for all layers
+        # Built once for all layers: the frame's RoPE tables, the key mask, the slot the frame goes to.
+        B, _, N, _ = x.shape
+        frames = rope_tables(ring.pos, self.blocks[0].temporal.head_dim)
+        key_valid = torch.cat([ring.valid, ring.valid.new_ones(B, 1)], dim=1)  # (B, S+1): the new frame too
+        mask = key_valid[:, None, None, None, :].expand(B, N, 1, 1, ring.slots + 1).reshape(B * N, 1, 1, -1)
+        slot = torch.remainder(ring.pos, ring.slots) if ring.slots > 0 else None
         for i, block in enumerate(self.blocks):
-            x, _ = block(x, self.window, 0, (ring, i), commit, None, rope, frames)
+            x, _ = block(x, self.window, 0, (ring, i, mask, slot), commit, None, rope, frames)
         if commit:
-            if ring.slots > 0:
-                ring.valid.index_fill_(1, torch.remainder(ring.pos, ring.slots), True)
+            if slot is not None:
+                ring.valid.index_fill_(1, slot, True)
             ring.pos.add_(1)
         return self.norm(x)
 
