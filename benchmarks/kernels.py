@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from torch.utils import benchmark
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from genie import kernels
-from genie.kernels import reference as ref
+from genie.core import kernels
+from genie.core.kernels import reference as ref
 
 
 def time_ms(fn, min_run_time: float) -> float:
@@ -86,35 +86,13 @@ def cases(B: int, T: int, N: int, device, dtype):
         if tri:
             fns["triton"] = lambda q=q, k=k, v=v, m=mask: tri["_triton_attention"].attention(q, k, v, m)
         out.append(("attention", label, fns, 4 * Bp * H * Lq * Lk * K, "TFLOP/s"))
-    # --- attention read in place from one (B, T, N, 3, H, K) projection ---
-    for label, axis, Tq, Tp in (
-        (f"spatial B={B}", "spatial", T, 0),
-        (f"temporal B={B}", "temporal", T, 0),
-        (f"decode B={B} Tp={T - 1}", "temporal", 1, T - 1),
-    ):
-        qkv = rnd(B, Tq, N, 3 * H * K).view(B, Tq, N, 3, H, K)
-        pk = rnd(B, Tp, N, H, K) if Tp else None
-        pv = rnd(B, Tp, N, H, K) if Tp else None
-        L = N if axis == "spatial" else Tq
-        Lk = N if axis == "spatial" else Tq + Tp
-        fns = {"eager": lambda a=qkv, x=axis, pk=pk, pv=pv: ref.st_attention(a, x, W, pk, pv)}
-        if tri:
-            fns["triton"] = lambda a=qkv, x=axis, pk=pk, pv=pv: tri["_triton_attention"].st_attention(
-                a, x, W, pk, pv
-            )
-        n_seq = B * (Tq if axis == "spatial" else N) * H
-        out.append(("st_attention", label, fns, 4 * n_seq * L * Lk * K, "TFLOP/s"))
     # --- norms over the residual stream (B*T*N, D) ---
     M = B * T * N
-    x, r, w = rnd(M, D), rnd(M, D), rnd(D)
+    x, w = rnd(M, D), rnd(D)
     fns = {"eager": lambda: ref.rms_norm(x, w, 1e-6)}
     if tri:
         fns["triton"] = lambda: tri["_triton_norm"].rms_norm(x, w, 1e-6)
     out.append(("rms_norm", f"({M}, {D})", fns, 2 * x.numel() * x.element_size(), "GB/s"))
-    fns = {"eager": lambda: ref.rms_norm_residual(x, r, w, 1e-6)}
-    if tri:
-        fns["triton"] = lambda: tri["_triton_norm"].rms_norm_residual(x, r, w, 1e-6)
-    out.append(("rms_norm_residual", f"({M}, {D})", fns, 4 * x.numel() * x.element_size(), "GB/s"))
     # --- vector quantization of every token of a clip ---
     z, cb = (
         F.normalize(rnd(M, C, dt=torch.float32), dim=-1),

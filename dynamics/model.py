@@ -18,10 +18,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from genie import kernels
-from genie.config import DynamicsConfig
-from genie.errors import GenieValueError
-from genie.nn import KVCache, STTransformer, init_weights
+from genie.core import kernels
+from genie.core.blocks import STTransformer, init_weights
+from genie.core.cache import KVCache
+from genie.core.config import DynamicsConfig
+from genie.core.errors import GenieValueError
 
 
 class DynamicsModel(nn.Module):
@@ -47,7 +48,7 @@ class DynamicsModel(nn.Module):
             cfg.depth,
             cfg.heads,
             cfg.context,
-            spatial_rope_grid=cfg.grid if cfg.spatial_rope else None,
+            spatial_rope_grid=cfg.grid,  # 2D RoPE in space, on top of the learned absolute positions
             spatial_rope_prefix=1 if cfg.action_mode == "token" else 0,
         )
         self.head = nn.Linear(D, cfg.vocab_size)

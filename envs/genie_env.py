@@ -25,17 +25,16 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.keymap import latent_for_real, number_keys_to_action
-from genie.errors import GenieFileNotFoundError, GenieTypeError, GenieValueError
+from envs.actions import latent_for_real, number_keys_to_action
+from genie.core.errors import GenieFileNotFoundError, GenieTypeError, GenieValueError
+from genie.world import World
 
 DEMO_WORLD = Path(__file__).resolve().parent.parent / "genie" / "assets" / "demo_world"
 
 
 def load_world(world=None, device=None, compile: bool = False):
     """A World instance, a world folder, or None (the shipped demo world) -> World. `compile=True`
-    loads it with the captured step (genie/world.py)."""
-    from genie.world import World
-
+    loads it with the captured step (genie/world/world.py)."""
     if isinstance(world, World):
         if compile and not world.compile:
             raise GenieValueError(

@@ -29,9 +29,9 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from envs.actions import latent_for_real
 from envs.genie_env import check_episode_kwargs, default_prompt, frame_to_numpy, generator_seed, load_world
-from envs.keymap import latent_for_real
-from genie.errors import GenieValueError
+from genie.core.errors import GenieValueError
 
 
 class GenieVectorEnv(VectorEnv):

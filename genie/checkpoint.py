@@ -1,77 +1,40 @@
 """Checkpoints: a folder of safetensors weights + a JSON config that rebuilds the model with no other
-input. Every folder and file is written atomically: into a temporary sibling, then renamed into place,
-so an interrupted save leaves the previous checkpoint readable.
+input. Every folder and file is written atomically (genie/core/io.py), so an interrupted save leaves the
+previous checkpoint readable. MODEL_CLASSES is the registry of model kinds: it sits above the models.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from genie.config import from_dict, to_dict
-from genie.errors import GenieFileNotFoundError, GenieValueError
+from dynamics.lam import LatentActionModel
+from dynamics.model import DynamicsModel
+from dynamics.reward import RewardModel
+from genie.core.config import from_dict, to_dict, upgrade
+from genie.core.errors import GenieFileNotFoundError, GenieValueError
+from genie.core.io import atomic_dir, header, read_header, write_json_atomic
+from tokenizer.model import VideoTokenizer
 
 FORMAT = "genie-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: configs without the options removed after 0.1.0 (see genie.core.config.upgrade)
+READABLE_VERSIONS = (1,)  # converted on load
+
+
+MODEL_CLASSES = {
+    "tokenizer": VideoTokenizer,
+    "lam": LatentActionModel,
+    "dynamics": DynamicsModel,
+    "reward": RewardModel,
+}
 
 
 def model_class(kind: str):
-    """Imported lazily so genie core never imports the model packages at module load."""
-    if kind == "tokenizer":
-        from tokenizer.model import VideoTokenizer
-
-        return VideoTokenizer
-    if kind == "lam":
-        from genie.lam import LatentActionModel
-
-        return LatentActionModel
-    if kind == "dynamics":
-        from dynamics.model import DynamicsModel
-
-        return DynamicsModel
-    if kind == "reward":
-        from genie.reward import RewardModel
-
-        return RewardModel
-    raise GenieValueError(f"Unknown model kind {kind!r}: expected tokenizer, lam, dynamics or reward.")
-
-
-def write_json_atomic(path, data: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def atomic_dir(path):
-    """Yield a temporary folder; on success it replaces `path` (the old one is removed only after)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{os.getpid()}"
-        os.rename(path, old)
-    os.rename(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if kind not in MODEL_CLASSES:
+        raise GenieValueError(f"Unknown model kind {kind!r}: expected tokenizer, lam, dynamics or reward.")
+    return MODEL_CLASSES[kind]
 
 
 def save_model(model, path, meta: dict | None = None, dtype: torch.dtype | None = None) -> Path:
@@ -81,7 +44,7 @@ def save_model(model, path, meta: dict | None = None, dtype: torch.dtype | None 
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     with atomic_dir(path) as tmp:
         save_file(state, str(tmp / "model.safetensors"))
-        info = {"format": FORMAT, "version": FORMAT_VERSION, "kind": model.kind, "config": to_dict(model.cfg)}
+        info = {**header(FORMAT, FORMAT_VERSION), "kind": model.kind, "config": to_dict(model.cfg)}
         write_json_atomic(tmp / "config.json", {**info, "meta": meta or {}})
     return Path(path)
 
@@ -95,21 +58,14 @@ def read_config(path, kind: str | None = None) -> dict:
         raise GenieFileNotFoundError(
             f"No genie checkpoint at {path} (config.json missing): pass a folder written by `genie train`."
         )
-    try:
-        info = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GenieValueError(
-            f"Checkpoint config {cfg_path} is corrupt ({e.msg if hasattr(e, 'msg') else e}): retrain or restore it."
-        ) from None
-    if info.get("format") != FORMAT:
-        raise GenieValueError(
-            f"{path} is not a genie model checkpoint: pass a folder written by `genie train`."
-        )
-    if info.get("version") != FORMAT_VERSION:
-        raise GenieValueError(
-            f"Checkpoint {path} has format version {info.get('version')}, this genie reads {FORMAT_VERSION}: "
-            "retrain it or use the genie version that wrote it."
-        )
+    info = read_header(
+        cfg_path,
+        FORMAT,
+        FORMAT_VERSION,
+        "model checkpoint",
+        "retrain it, or pass a folder written by `genie train`",
+        READABLE_VERSIONS,
+    )
     if kind is not None and info.get("kind") != kind:
         raise GenieValueError(
             f"{path} holds a {info.get('kind')} checkpoint, not a {kind}: pass the {kind} folder."
@@ -122,7 +78,11 @@ def load_model(path, kind: str | None = None, device="cpu", dtype: torch.dtype |
     """Rebuild a model from its checkpoint folder. Returns the model in eval mode."""
     info = read_config(path, kind)
     cls = model_class(info["kind"])
-    model = cls(from_dict(info["kind"], info["config"]))
+    # from_dict converts configs of older genie versions (removed options at their kept values).
+    config = info["config"]
+    if info["version"] == 1:
+        config = upgrade(info["kind"], config, source=f"Checkpoint {info['path']}")
+    model = cls(from_dict(info["kind"], config))
     weights = Path(info["path"]) / "model.safetensors"
     if not weights.exists():
         raise GenieFileNotFoundError(

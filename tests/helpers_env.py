@@ -24,9 +24,9 @@ def tiny_world(path: Path, image_size: int | None = None, prompts: bool = False)
     else:
         import torch
 
+        from dynamics.lam import LatentActionModel
         from dynamics.model import DynamicsModel
-        from genie.config import dynamics_preset, preset
-        from genie.lam import LatentActionModel
+        from genie.core.config import dynamics_preset, preset
         from tokenizer.model import VideoTokenizer
 
         torch.manual_seed(0)

@@ -48,15 +48,11 @@ def sprite_episodes(
 
 
 def write_sprite_dataset(root, episodes: int = 40, length: int = 32, seed: int = 0, **kw):
+    """Sprite video with its hidden actions; the board pays nothing, so no rewards are recorded (a world
+    trained on it has no reward head to train: write_reward_dataset is the data with a reward)."""
     with EpisodeWriter(root, meta={"source": "gym", "env_id": "Sprite-v0", "num_actions": len(MOVES)}) as w:
         for frames, actions in sprite_episodes(episodes, length, seed=seed, **kw):
-            w.add_episode(
-                frames,
-                actions=actions,
-                rewards=np.zeros(len(actions), np.float32),
-                terminated=np.zeros(len(actions), bool),
-                truncated=np.zeros(len(actions), bool),
-            )
+            w.add_episode(frames, actions=actions)
     return root
 
 

@@ -10,9 +10,10 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from dynamics.model import DynamicsModel
 from dynamics.sampling import Rollout, hashed_gumbel
 from envs.genie_env import load_world
-from genie.config import dynamics_preset, preset
-from genie.errors import GenieValueError
-from genie.nn import Attention
+from genie.core.blocks import Attention
+from genie.core.cache import KVCache
+from genie.core.config import dynamics_preset, preset
+from genie.core.errors import GenieValueError
 from genie.world import World, random_world
 
 
@@ -44,7 +45,7 @@ def test_ring_cache_computes_the_kv_cache_function(action_mode):
         a = torch.randint(0, cfg.num_actions, (B,))
         probe = torch.randint(0, cfg.vocab_size + 1, (B, N))  # any partially masked frame
         lp = model(probe[:, None], a[:, None], plain.cache, commit=False)
-        lr = model(probe[:, None], a[:, None], ring.ring, commit=False, start=False)
+        lr = model(probe[:, None], a[:, None], ring.cache, commit=False, start=False)
         worst = max(worst, float((lp - lr).abs().max()))
         fp = plain.step(a, 4, 1.0, torch.Generator().manual_seed(t))
         fr = ring.step(a, 4, 1.0, torch.Generator().manual_seed(t))
@@ -56,7 +57,7 @@ def test_ring_cache_computes_the_kv_cache_function(action_mode):
             plain.reset_rows(rows, fresh, fresh_actions)
             ring.reset_rows(rows, fresh, fresh_actions)
     assert worst < 1e-5, worst
-    assert int(ring.ring.pos) == plain.cache.pos == ring.frame_index
+    assert int(ring.cache.pos) == plain.cache.pos == ring.frame_index
 
 
 @torch.no_grad()
@@ -120,8 +121,12 @@ def test_temporal_attention_is_shift_invariant_far_into_a_rollout():
     torch.manual_seed(0)
     attn = Attention(64, 4, temporal=True)
     x = torch.randn(2, 5, 3, 64)
-    near, _ = attn.forward_temporal(x, window=4, t0=0)
-    far, _ = attn.forward_temporal(x, window=4, t0=10**6)
+    outputs = []
+    for t0 in (0, 10**6):
+        cache = KVCache(window=4)
+        cache.pos = t0
+        outputs.append(attn.forward_temporal(x, cache, 0, cache.begin(2, 5, 3, False, x.device)))
+    near, far = outputs
     assert (near - far).abs().max() < 1e-4
 
 

@@ -12,7 +12,7 @@ from helpers_env import one_torch_thread, prompt_image, tiny_world  # noqa: F401
 
 import envs
 from envs.genie_env import GenieEnv
-from genie.errors import GenieError
+from genie.core.errors import GenieError
 from genie.world import World
 
 
@@ -195,20 +195,6 @@ def test_gymnasium_play_accepts_the_env(world_dir, prompt, monkeypatch):
     game = PlayableGame(env, zoom=2)
     assert game.relevant_keys == {ord(str(k)) for k in range(1, 9)} and game.video_size == (64, 64)
     env.close()
-
-
-def test_stable_baselines3_ppo_trains_on_genie_env(tmp_path, prompt):
-    """Compatibility: SB3's PPO (CnnPolicy on the uint8 frames) runs a few hundred steps on GenieEnv."""
-    from stable_baselines3 import PPO
-
-    world_dir = tiny_world(tmp_path / "w40", image_size=40)
-    env = GenieEnv(world=world_dir, prompt=prompt, maskgit_steps=1, max_episode_steps=32)
-    model = PPO("CnnPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu", verbose=0)
-    model.learn(total_timesteps=256)
-    assert model.num_timesteps >= 256
-    obs, _ = env.reset(seed=0)
-    action, _ = model.predict(obs, deterministic=True)
-    assert env.action_space.contains(int(action))
 
 
 def test_real_action_space_plays_the_mapped_latent_actions(tmp_path, prompt):

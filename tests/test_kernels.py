@@ -12,7 +12,7 @@ other tests into interpreted ones. So the Triton checks of this file run in a fr
 reference, dispatch and error tests run in both. `test_kernels_really_ran_in_the_interpreter` proves,
 in the worker, that the kernels and triton's helpers are interpreted and that the Triton path ran.
 
-Dimension letters: B batch, T frames, Tp cached frames, N tokens, H heads, K head dim, V vocabulary.
+Dimension letters: B batch, N tokens, H heads, K head dim, V vocabulary.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genie import kernels
-from genie.errors import GenieValueError
-from genie.kernels import reference as ref
+from genie.core import kernels
+from genie.core.errors import GenieValueError
+from genie.core.kernels import reference as ref
 
 ATOL, RTOL = 1e-5, 1e-4
 WORKER_FLAG = "GENIE_KERNELS_TEST_WORKER"
@@ -112,9 +112,7 @@ def test_default_is_reference_and_cuda_table_awaits_measurement(monkeypatch):
     monkeypatch.delenv("GENIE_KERNELS", raising=False)
     public = [
         "attention",
-        "st_attention",
         "rms_norm",
-        "rms_norm_residual",
         "vq_nearest",
         "maskgit_update",
         "token_cross_entropy",
@@ -129,7 +127,7 @@ def test_default_is_reference_and_cuda_table_awaits_measurement(monkeypatch):
 
 
 def test_import_is_cheap_and_does_not_import_triton():
-    code = "import sys, genie.kernels; assert 'triton' not in sys.modules, 'triton imported eagerly'"
+    code = "import sys, genie.core.kernels; assert 'triton' not in sys.modules, 'triton imported eagerly'"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     subprocess.run(
         [sys.executable, "-c", code], check=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__))
@@ -152,9 +150,9 @@ def test_kernels_really_ran_in_the_interpreter(use_triton):
     x, w = randn(3, 20, seed=0), randn(20, seed=1)
     torch.testing.assert_close(kernels.rms_norm(x, w), ref.rms_norm(x, w), atol=ATOL, rtol=RTOL)
     assert kernels.triton_launches()["rms_norm"] == before + 1  # the Triton path ran, not the reference
-    norm_module = sys.modules["genie.kernels._triton_norm"]
+    norm_module = sys.modules["genie.core.kernels._triton_norm"]
     assert type(norm_module._rms_norm_fwd).__name__ == "InterpretedFunction"
-    assert sys.modules["genie.kernels._triton_common"].INTERPRETED
+    assert sys.modules["genie.core.kernels._triton_common"].INTERPRETED
     import triton.language as tl
 
     # triton itself was imported under the flag: its own helpers are interpreted too
@@ -218,51 +216,6 @@ def test_attention_reads_strided_views(use_triton):
     torch.testing.assert_close(kernels.attention(q, k, v), ref.attention(q, k, v), atol=ATOL, rtol=RTOL)
 
 
-@pytest.mark.parametrize(
-    "axis,T,Tp,window",
-    [
-        ("spatial", 3, 0, 0),
-        ("temporal", 5, 0, 2),  # band narrower than the clip
-        ("temporal", 5, 0, 16),  # plain causal
-        ("temporal", 1, 4, 5),  # decode: one new frame against 4 cached
-        ("temporal", 3, 6, 4),  # several new frames, band cuts into the cache
-    ],
-)
-def test_st_attention(use_triton, axis, T, Tp, window):
-    B, N, H, K = 2, 11, 2, 24
-    # the layout a single Linear gives: (B, T, N, 3*H*K) viewed as (B, T, N, 3, H, K)
-    qkv = randn(B, T, N, 3 * H * K, seed=8).view(B, T, N, 3, H, K)
-    past_k = randn(B, Tp, N, H, K, seed=9) if Tp else None
-    past_v = randn(B, Tp, N, H, K, seed=10) if Tp else None
-    got = kernels.st_attention(qkv, axis, window, past_k, past_v)
-    want = ref.st_attention(qkv, axis, window, past_k, past_v)
-    assert got.shape == (B, T, N, H, K)
-    torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL)
-
-
-def test_st_attention_cached_decode_matches_full_clip():
-    # the reference itself: decoding the last frame against the cache equals the full causal pass
-    B, T, N, H, K, W = 1, 6, 5, 2, 8, 4
-    qkv = randn(B, T, N, 3, H, K, seed=11)
-    full = ref.st_attention(qkv, "temporal", W)
-    past_k, past_v = qkv[:, T - W : T - 1, :, 1], qkv[:, T - W : T - 1, :, 2]
-    last = ref.st_attention(qkv[:, T - 1 :], "temporal", W, past_k, past_v)
-    torch.testing.assert_close(last, full[:, T - 1 :], atol=ATOL, rtol=RTOL)
-
-
-def test_st_attention_bad_input():
-    with pytest.raises(GenieValueError, match="axis"):
-        kernels.st_attention(torch.zeros(1, 2, 3, 3, 1, 4), "diagonal", 2)
-    with pytest.raises(GenieValueError, match="past_k"):
-        kernels.st_attention(
-            torch.zeros(1, 2, 3, 3, 1, 4),
-            "temporal",
-            2,
-            torch.zeros(1, 1, 9, 1, 4),
-            torch.zeros(1, 1, 9, 1, 4),
-        )
-
-
 # --- Norms ---
 
 
@@ -276,14 +229,6 @@ def test_rms_norm(use_triton, shape, permute):
         x = x.permute(*permute)  # QK-norm sees permuted views
     w = randn(x.shape[-1], seed=13)
     torch.testing.assert_close(kernels.rms_norm(x, w, 1e-5), ref.rms_norm(x, w, 1e-5), atol=ATOL, rtol=RTOL)
-
-
-def test_rms_norm_residual(use_triton):
-    x, r, w = randn(3, 7, 50, seed=14), randn(3, 7, 50, seed=15), randn(50, seed=16)
-    normed, total = kernels.rms_norm_residual(x, r, w, 1e-6)
-    want_normed, want_total = ref.rms_norm_residual(x, r, w, 1e-6)
-    torch.testing.assert_close(total, want_total, atol=0, rtol=0)
-    torch.testing.assert_close(normed, want_normed, atol=ATOL, rtol=RTOL)
 
 
 # --- Vector quantization ---
@@ -346,7 +291,7 @@ def test_maskgit_update_matches_reference(use_triton):
         want = ref.maskgit_update(logits, tokens, masked, noise, temperature, keep)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert kernels.triton_launches()["maskgit_update"] == before + 3
-    tri = sys.modules["genie.kernels._triton_tokens"]
+    tri = sys.modules["genie.core.kernels._triton_tokens"]
     got_tokens, got_conf = tri.maskgit_sample(logits, tokens, masked, gumbel, 1.5)
     want_tokens, want_conf = ref.maskgit_sample(logits, tokens, masked, gumbel, 1.5)
     assert torch.equal(got_tokens, want_tokens)

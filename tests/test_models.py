@@ -3,13 +3,13 @@
 import pytest
 import torch
 
+from dynamics.lam import LatentActionModel
 from dynamics.model import DynamicsModel
 from dynamics.sampling import Rollout, num_masked_after, sample_frame
-from genie import kernels
-from genie.config import preset
-from genie.lam import LatentActionModel
-from genie.nn import STTransformer
-from genie.vq import VectorQuantizer
+from genie.core import kernels
+from genie.core.blocks import STTransformer
+from genie.core.config import preset
+from genie.core.vq import VectorQuantizer
 from tokenizer.model import VideoTokenizer
 
 

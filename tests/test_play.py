@@ -13,8 +13,8 @@ import pytest
 from helpers_env import one_torch_thread, prompt_image, tiny_world  # noqa: F401
 
 import play
-from envs.keymap import Keymap
-from genie.errors import GenieValueError
+from genie.cli.keymap import Keymap
+from genie.core.errors import GenieValueError
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = re.compile(r"^frames=(\d+) fps=\d+\.\d+ mean_step_ms=\d+\.\d+$")
@@ -141,7 +141,7 @@ def test_keymap_from_action_mapping():
 
 
 def test_genie_play_cli(world_dir, prompt, headless, capsys):
-    from genie.play_cli import add_cli
+    from genie.cli.play import add_cli
 
     parser = argparse.ArgumentParser(prog="genie")
     add_cli(parser.add_subparsers(dest="command", required=True))

@@ -5,8 +5,8 @@ import pytest
 import torch
 from synthetic import write_reward_dataset
 
-from genie import recipes
 from genie.data import VideoDataset
+from genie.train import recipes
 from genie.world import World, random_world, save_world
 
 
@@ -77,7 +77,7 @@ def test_envs_return_predicted_rewards_as_python_types(trained, tmp_path):
 
 def _dynamics_for(tok, base):
     from dynamics.model import DynamicsModel
-    from genie.config import dynamics_preset
+    from genie.core.config import dynamics_preset
 
     torch.manual_seed(0)
     dyn = DynamicsModel(dynamics_preset("tiny", tok.cfg, base.lam.cfg))

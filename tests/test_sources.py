@@ -1,4 +1,4 @@
-"""genie.sources: real Atari collection, video / GIF / image-folder ingestion, the frame policy, clear errors."""
+"""genie.data.sources: real Atari collection, video / GIF / image-folder ingestion, the frame policy, clear errors."""
 
 import argparse
 
@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from genie.cli.collect import add_cli
+from genie.core.errors import GenieError, GenieFileNotFoundError, GenieValueError
+from genie.core.frames import resize_frame
 from genie.data import VideoDataset
-from genie.errors import GenieError, GenieFileNotFoundError, GenieValueError
-from genie.sources import add_cli, collect, ingest, resize_frame
+from genie.data.sources import collect, ingest
 
 pytest.importorskip("ale_py")
 

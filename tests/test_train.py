@@ -11,13 +11,13 @@ import pytest
 import torch
 from synthetic import write_sprite_dataset
 
-from genie import recipes
 from genie.checkpoint import load_model, save_model
+from genie.core.errors import GenieError
 from genie.data import VideoDataset
-from genie.errors import GenieError
-from genie.evaluate import evaluate_tokenizer
-from genie.metrics import psnr
-from genie.sources import collect
+from genie.data.sources import collect
+from genie.train import recipes
+from genie.train.evaluate import evaluate_tokenizer
+from genie.train.metrics import psnr
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +45,9 @@ def test_resume_equals_an_uninterrupted_run(sprite_data, tmp_path):
     torch.manual_seed(0)
     full = recipes.train_tokenizer(sprite_data, tmp_path / "full", **kw)["model"]
     torch.manual_seed(0)
-    from genie.config import preset
+    from genie.core.config import preset
     from genie.data import WindowDataset
-    from genie.train import train
+    from genie.train.loop import train
     from tokenizer.model import VideoTokenizer
 
     # Interrupted at step 3, then resumed from disk in a fresh model object.
@@ -71,7 +71,7 @@ def test_two_process_gloo_training_through_accelerate(sprite_data, tmp_path):
     script.write_text(
         textwrap.dedent(f"""
         import sys, torch
-        from genie import recipes
+        from genie.train import recipes
         s = recipes.train_tokenizer({str(sprite_data)!r}, {str(tmp_path / "run")!r}, preset_name="tiny",
                                     steps=3, context=4, batch_size=2, progress=False)
         from accelerate import PartialState
@@ -137,7 +137,7 @@ def test_tiny_tokenizer_learns_atari_beyond_the_mean_frame(riverraid, tmp_path):
 
 
 def test_checkpoint_round_trip_and_mismatches(tmp_path):
-    from genie.config import preset
+    from genie.core.config import preset
     from tokenizer.model import VideoTokenizer
 
     torch.manual_seed(0)

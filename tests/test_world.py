@@ -124,39 +124,6 @@ def test_world_folder_errors(world_dir, tmp_path):
         World.load(old)
 
 
-def test_genie_bench_json_reports_every_measurement(tmp_path):
-    import subprocess
-    import sys
-
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "genie.cli",
-            "bench",
-            "--preset",
-            "tiny",
-            "--steps",
-            "2",
-            "--sizes",
-            "1,2",
-            "--budget",
-            "30",
-            "--threads",
-            "1",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout)
-    assert [r["use_cache"] for r in result["single_stream"]] == [True, False]
-    assert [r["num_envs"] for r in result["batched"]] == [1, 2]
-    assert result["training"]["frames_per_s"] > 0 and result["cached_over_uncached"] > 0
-
-
 def test_export_writes_a_smaller_world_that_steps_like_the_original(world_dir, tmp_path):
     from genie.world import export_world
 

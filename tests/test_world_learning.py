@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from synthetic import write_sprite_dataset
 
-from genie import recipes
-from genie.evaluate import evaluate_world
+from genie.train import recipes
+from genie.train.evaluate import evaluate_world
 
 
 def _sprite_world(tmp_path, **kw) -> dict:
@@ -48,6 +48,7 @@ def test_tiny_world_learns_controllable_sprite_dynamics(tmp_path):
     assert result["action_agreement"] >= 0.9, result  # chance (the commonest action) is about 0.25
     assert result["latent_actions_used"] >= 5, result  # no collapse: at least one code per real action
     # The world carries its latent<->real action maps, fitted on <= 200 labelled transitions (play.py uses it).
+    assert not (tmp_path / "world" / "reward").exists()  # the sprite data records no rewards
     mapping = json.loads((tmp_path / "world" / "world.json").read_text())["action_mapping"]
     assert len(mapping["latent_for_real"]) == 5 and len(mapping["real_for_latent"]) == 8
     assert all(0 <= a < 8 for a in mapping["latent_for_real"]) and mapping["fit_transitions"] == 200
@@ -70,8 +71,8 @@ def test_world_conditioned_on_recorded_actions_is_controllable(tmp_path):
 
 
 def test_recorded_actions_on_action_free_video_fail_before_any_training(tmp_path):
+    from genie.core.errors import GenieValueError
     from genie.data import EpisodeWriter
-    from genie.errors import GenieValueError
 
     frames = np.zeros((8, 16, 16, 3), np.uint8)
     with EpisodeWriter(tmp_path / "video", meta={"source": "video"}) as w:

@@ -12,18 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genie.config import TokenizerConfig
-from genie.nn import KVCache, STTransformer, init_weights, patchify, unpatchify
-from genie.vq import VectorQuantizer
-
-
-def to_float(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 frames -> float in [0, 1]; float frames pass through."""
-    return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-
-
-def to_uint8(frames: torch.Tensor) -> torch.Tensor:
-    return (frames.clamp(0, 1) * 255.0).round().to(torch.uint8)
+from genie.core.blocks import STTransformer, init_weights, patchify, unpatchify
+from genie.core.cache import KVCache
+from genie.core.config import TokenizerConfig
+from genie.core.frames import to_float, to_uint8
+from genie.core.vq import VectorQuantizer
 
 
 class VideoTokenizer(nn.Module):
@@ -70,7 +63,7 @@ class VideoTokenizer(nn.Module):
     def decode(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """tokens (B, T, h, w) -> frames (B, T, H, W, 3) float in [0, 1] (unclamped).
 
-        With a cache, `tokens` are the frames after those already decoded (exact, see genie.nn)."""
+        With a cache, `tokens` are the frames after those already decoded (exact, see genie.core.blocks)."""
         B, T = tokens.shape[:2]
         codes = self.vq.lookup(tokens.reshape(B, T, -1))
         return self._decode_codes(codes, cache)

@@ -1,0 +1,5 @@
+"""genie.cli: the `genie` command, its benchmark, and the pygame game loop behind `play.py`."""
+
+from genie.cli.commands import main
+
+__all__ = ["main"]

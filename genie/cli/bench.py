@@ -1,0 +1,259 @@
+"""`genie bench`: speed of a world on the current device. Single-stream frames/s with and without the
+temporal KV cache (same model, same run), batched env-steps/s of GenieVectorEnv.step_tensor for
+N = 1, 4, 16, ..., and dynamics training frames/s.
+
+    genie bench --preset tiny                      # an untrained world of a preset (speed only)
+    genie bench --world worlds/breakout --sizes 1,64,1024 --json
+    python benchmarks/step.py ...                  # the same
+
+Single stream: one world is rolled out for `receptive + --steps` frames and the mean of the last --steps
+is reported, so the uncached path is measured at its steady state (a full history: the dynamics'
+receptive field, depth * (context - 1) + 1 frames). Batched: --steps steps after one warm-up step.
+Each phase stops at its share of --budget seconds and says what it reached.
+
+`--compile` adds a single-stream row for the captured step (World(compile=True): torch.compile, CUDA
+graphs on a GPU) and runs the batched phase with it; compilation happens in an untimed warm-up step
+and its wall time is reported on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dynamics.model import DynamicsModel
+from envs.vector_env import GenieVectorEnv
+from genie.world import World, random_world
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def single_stream(
+    path, prompt, use_cache: bool, steps: int, budget: float, device, maskgit_steps, compile: bool = False
+) -> dict:
+    world = World.load(path, device=device, use_cache=use_cache, compile=compile)
+    receptive = world.dynamics.transformer.receptive_field
+    gen = torch.Generator(device=world.device).manual_seed(0)
+    compile_s = None
+    if compile:  # untimed: the first step compiles; the reset below reuses the captured step
+        t0 = time.perf_counter()
+        world.reset(prompt)
+        world.step([0], maskgit_steps=maskgit_steps, generator=gen)
+        sync(world.device)
+        compile_s = time.perf_counter() - t0
+    world.reset(prompt)
+    actions = torch.randint(
+        0, world.num_actions, (receptive + steps,), generator=torch.Generator().manual_seed(0)
+    )
+    times, t_start = [], time.perf_counter()
+    for a in actions:
+        t0 = time.perf_counter()
+        world.step(a[None], maskgit_steps=maskgit_steps, generator=gen)
+        sync(world.device)
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - t_start > budget:
+            break
+    last = times[-steps:]
+    return {
+        "use_cache": use_cache,
+        "compiled": compile,
+        "compile_s": compile_s,
+        "frames": len(times),
+        "steady_state": len(times) >= receptive + steps,
+        "receptive_frames": receptive,
+        "ms_per_frame": 1e3 * float(np.mean(last)),
+        "fps": len(last) / sum(last),
+    }
+
+
+def training(world: World, batch_size: int, steps: int, budget: float) -> dict:
+    """Frames/s of dynamics training steps (forward, backward, AdamW) on random tokens of the world's shape."""
+    model = DynamicsModel(world.dynamics.cfg).to(world.device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    cfg = model.cfg
+    T, N, done = cfg.context, cfg.grid**2, 0
+    tokens = torch.randint(0, cfg.vocab_size, (batch_size, T, N), device=world.device)
+    actions = torch.randint(0, cfg.num_actions, (batch_size, T - 1), device=world.device)
+    amp = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if world.device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    t_start = time.perf_counter()
+    for i in range(steps + 1):
+        if i == 1:  # the first step warms up
+            sync(world.device)
+            t0 = time.perf_counter()
+        with amp:
+            loss = model.compute_loss({"tokens": tokens, "latent_actions": actions})["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        done = i
+        if time.perf_counter() - t_start > budget and i >= 1:
+            break
+    sync(world.device)
+    dt = time.perf_counter() - t0
+    return {"batch_size": batch_size, "context": T, "steps": done, "frames_per_s": batch_size * T * done / dt}
+
+
+def batched(world: World, prompt, sizes, steps: int, budget: float, maskgit_steps) -> list[dict]:
+    rows, t_start = [], time.perf_counter()
+    for n in sizes:
+        if time.perf_counter() - t_start > budget:
+            log(f"  batch {n}: skipped (budget of {budget:.0f}s spent)")
+            break
+        try:
+            env = GenieVectorEnv(
+                num_envs=n, world=world, prompt=prompt, maskgit_steps=maskgit_steps, max_episode_steps=None
+            )
+            env.reset(seed=0)
+            actions = torch.randint(0, world.num_actions, (steps + 1, n), device=world.device)
+            env.step_tensor(actions[0])  # warm-up
+            sync(world.device)
+            t0, done = time.perf_counter(), 0
+            for a in actions[1:]:
+                env.step_tensor(a)
+                done += 1
+                if time.perf_counter() - t_start > budget:
+                    break
+            sync(world.device)
+            dt = time.perf_counter() - t0
+        except torch.cuda.OutOfMemoryError:
+            log(f"  batch {n}: out of memory")
+            break
+        rows.append(
+            {"num_envs": n, "steps": done, "ms_per_step": 1e3 * dt / done, "env_steps_per_s": n * done / dt}
+        )
+        log(
+            f"  batch {n:5d}: {n * done / dt:10.1f} env-steps/s ({1e3 * dt / done:.1f} ms/step, {done} steps)"
+        )
+    return rows
+
+
+def _label(r: dict) -> str:
+    return "cache off" if not r["use_cache"] else ("cache on, compiled" if r["compiled"] else "cache on")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--world", default=None, help="a world folder (default: an untrained --preset world)")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "demo", "coinrun"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    p.add_argument("--maskgit-steps", type=int, default=None, help="default: the world's")
+    p.add_argument("--steps", type=int, default=20, help="measured steps per configuration")
+    p.add_argument("--sizes", default="1,4,16,64,256,1024", help="batch sizes (num_envs)")
+    p.add_argument("--budget", type=float, default=120.0, help="seconds per phase (single stream, batched)")
+    p.add_argument("--train-batch", type=int, default=8, help="windows per dynamics training step")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the captured step (torch.compile; CUDA graphs on a GPU) and batch with it",
+    )
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="single-stream, batched and training speed on this device")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tmp = tempfile.TemporaryDirectory()
+    path = Path(args.world) if args.world else random_world(Path(tmp.name) / "world", args.preset)
+    world = World.load(path, device=args.device, compile=args.compile)
+    prompt = np.random.default_rng(0).integers(
+        0, 256, (world.image_size, world.image_size, 3), dtype=np.uint8
+    )
+    name = args.world or f"random {args.preset}"
+    device = str(world.device)
+    steps_per_frame = args.maskgit_steps or world.maskgit_steps
+    log(
+        f"world: {name} ({world.image_size}px, {world.num_actions} actions, {steps_per_frame} MaskGIT steps) "
+        f"on {device}, {torch.get_num_threads()} threads"
+    )
+
+    single = []
+    for use_cache, compiled in [(True, False), (False, False)] + ([(True, True)] if args.compile else []):
+        r = single_stream(
+            path, prompt, use_cache, args.steps, args.budget / 2, args.device, args.maskgit_steps, compiled
+        )
+        single.append(r)
+        compiled_in = f", compiled in {r['compile_s']:.0f}s" if compiled else ""
+        log(
+            f"  single stream, {_label(r)}: {r['fps']:7.2f} frames/s "
+            f"({r['ms_per_frame']:.1f} ms/frame, {r['frames']} frames"
+            f"{'' if r['steady_state'] else ', history not full: budget'}{compiled_in})"
+        )
+    sizes = [int(s) for s in args.sizes.split(",")]
+    batch = batched(world, prompt, sizes, args.steps, args.budget, args.maskgit_steps)
+    train = training(world, args.train_batch, args.steps, args.budget / 2)
+    log(
+        f"  dynamics training: {train['frames_per_s']:.1f} frames/s (batch {train['batch_size']} x {train['context']})"
+    )
+
+    ratio = single[0]["fps"] / single[1]["fps"]
+    best = max(batch, key=lambda r: r["env_steps_per_s"]) if batch else None
+    result = {
+        "world": name,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor(),
+        "maskgit_steps": steps_per_frame,
+        "single_stream": single,
+        "batched": batch,
+        "training": train,
+        "cached_over_uncached": ratio,
+    }
+    tmp.cleanup()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"\n{name} on {device} ({torch.get_num_threads()} threads, {steps_per_frame} MaskGIT steps/frame)")
+    print(f"{'single stream':<22}{'frames/s':>12}{'ms/frame':>12}")
+    for r in single:
+        print(f"{_label(r):<22}{r['fps']:>12.2f}{r['ms_per_frame']:>12.1f}")
+    print(f"{'cached / uncached':<22}{ratio:>11.1f}x")
+    if args.compile:
+        print(f"{'compiled / cached':<22}{single[2]['fps'] / single[0]['fps']:>11.2f}x")
+    if batch and args.compile:
+        print("(batched rows: the compiled step)")
+    print(f"{'num_envs':<22}{'env-steps/s':>12}{'ms/step':>12}")
+    for r in batch:
+        print(f"{r['num_envs']:<22}{r['env_steps_per_s']:>12.1f}{r['ms_per_step']:>12.1f}")
+    print(f"{'dynamics training':<22}{train['frames_per_s']:>12.1f} frames/s")
+    compiled = f", {single[2]['fps']:.1f} compiled" if args.compile else ""
+    print(
+        f"summary: {name}: {single[0]['fps']:.1f} frames/s cached, {single[1]['fps']:.1f} uncached "
+        f"({ratio:.1f}x){compiled}; best batch {best['num_envs'] if best else '-'}: "
+        f"{best['env_steps_per_s'] if best else 0:.0f} env-steps/s; training {train['frames_per_s']:.0f} frames/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

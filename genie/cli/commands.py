@@ -1,0 +1,324 @@
+"""`genie` command line: collect, ingest, train, eval, sample, play, bench.
+
+Every command shows progress on long work and ends with a one-line summary. Errors a user can cause
+print one sentence (no traceback) and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from envs.genie_env import DEMO_WORLD
+from envs.vector_env import GenieVectorEnv
+from genie.cli import bench, play
+from genie.cli import collect as collect_cli
+from genie.core.errors import GenieError, GenieValueError
+from genie.data.video import write_video
+from genie.rl import ppo
+from genie.train import evaluate, recipes
+from genie.world import World, export_world
+
+
+def _add_train_args(p, with_data: bool = True) -> None:
+    if with_data:
+        p.add_argument("--data", required=True, help="dataset folder (genie collect / genie ingest)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--preset", default="demo", help="model size: tiny, demo or coinrun")
+    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (per model for `world`)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per batch per process (default 8)")
+    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
+    p.add_argument("--context", type=int, default=None, help="frames per training window (preset default)")
+    p.add_argument("--seed", type=int, default=None, help="data order and init seed")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader worker processes")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train_kw(args) -> dict:
+    return dict(
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        seed=args.seed,
+        num_workers=args.num_workers,
+    )
+
+
+def _summary_line(summary: dict) -> str:
+    final = summary.get("final", {})
+    loss = final.get("loss")
+    return (
+        f"trained {summary['kind']} for {summary['steps']} steps in {summary['seconds']:.1f}s "
+        f"({summary['frames_per_s']:.0f} frames/s), final loss {loss:.4f} -> {summary['out']}"
+    )
+
+
+def cmd_train(args) -> int:
+    common = dict(
+        preset_name=args.preset,
+        steps=args.steps,
+        resume=args.resume,
+        context=args.context,
+        progress=not args.quiet,
+        **_train_kw(args),
+    )
+    if args.model == "tokenizer":
+        summary = recipes.train_tokenizer(args.data, args.out, **common)
+    elif args.model == "lam":
+        summary = recipes.train_lam(args.data, args.out, num_actions=args.num_actions, **common)
+    elif args.model == "dynamics":
+        summary = recipes.train_dynamics(
+            args.data, args.tokenizer, args.lam, args.out, action_mode=args.action_mode, **common
+        )
+    else:
+        t0 = time.time()
+        stage_steps = {
+            "tokenizer": args.tokenizer_steps,
+            "lam": args.lam_steps,
+            "dynamics": args.dynamics_steps,
+            "reward": args.reward_steps,
+        }
+        result = recipes.train_world(
+            args.data,
+            args.out,
+            num_actions=args.num_actions,
+            action_mode=args.action_mode,
+            stage_steps=stage_steps,
+            actions=args.actions,
+            **common,
+        )
+        print(
+            f"trained world ({args.preset}, {args.steps} steps per model) in {time.time() - t0:.1f}s -> {result['out']}"
+        )
+        return 0
+    if summary.get("is_main", True):
+        print(_summary_line(summary))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    t0 = time.time()
+    if args.model == "tokenizer":
+        result = evaluate.evaluate_tokenizer(
+            args.checkpoint, args.data, windows=args.windows, seed=args.seed, progress=not args.json
+        )
+        line = (
+            f"tokenizer: psnr {result['psnr']:.2f} dB, ssim {result['ssim']:.3f}, codebook usage "
+            f"{result['codebook_usage']:.2f} on {result['windows']} {result['split']} windows"
+        )
+    else:
+        result = evaluate.evaluate_world(
+            args.world,
+            args.data,
+            windows=args.windows,
+            horizon=args.horizon,
+            maskgit_steps=args.maskgit_steps,
+            seed=args.seed,
+            progress=not args.json,
+        )
+        agree = result["action_agreement"]
+        line = (
+            f"world: psnr_t4 {result['psnr_t4']:.2f} dB, delta_psnr_t4 {result['delta_psnr_t4']:.2f} dB, "
+            f"action agreement {'n/a' if agree is None else f'{agree:.2f}'}, "
+            f"{result['latent_actions_used']} latent actions used, on {result['windows']} {result['split']} windows"
+        )
+    result["seconds"] = time.time() - t0
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(line)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    try:
+        actions = [int(a) for a in args.actions.split(",") if a.strip()]
+    except ValueError:
+        raise GenieValueError(f"--actions must be comma-separated integers, got {args.actions!r}.") from None
+    world = World.load(args.world, device=args.device)
+    frames = [world.reset(args.prompt)[0].cpu().numpy()]
+    g = torch.Generator(device=world.device).manual_seed(args.seed)
+    for a in actions:
+        frames.append(
+            world.step([a], maskgit_steps=args.maskgit_steps, temperature=args.temperature, generator=g)[0]
+            .cpu()
+            .numpy()
+        )
+    write_video(args.out, frames, fps=args.fps)
+    print(f"sampled {len(actions)} frames from {args.prompt} -> {args.out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    dtype = None if args.fp32 else torch.float16
+    dst = export_world(args.world, args.out, dtype=dtype, with_lam=not args.without_lam)
+    size = sum(f.stat().st_size for f in Path(dst).rglob("*") if f.is_file())
+    print(
+        f"exported {args.world} -> {dst} ({size / 2**20:.1f} MiB, {'fp32' if args.fp32 else 'fp16'} weights)"
+    )
+    return 0
+
+
+def cmd_rl(args) -> int:
+    if args.rl_command == "train":
+        world = World.load(args.world or DEMO_WORLD, device=args.device)
+        prompts = sorted((Path(world.info["path"]) / "prompts").glob("*.png"))
+        if not prompts:
+            raise GenieValueError(f"World {world.info['path']} has no prompts/*.png to start episodes from.")
+        ppo_args = ppo.Args(total_steps=args.steps, num_envs=args.num_envs, seed=args.seed)
+        envs = GenieVectorEnv(
+            num_envs=args.num_envs,
+            world=world,
+            prompt=[str(prompts[i % len(prompts)]) for i in range(args.num_envs)],
+            max_episode_steps=ppo_args.max_episode_steps,
+        )
+        summary = ppo.train(envs, ppo_args, out=args.out, progress=True)
+        print(
+            f"ppo: {summary['steps']} imagined steps, {summary['episodes']} episodes, return "
+            f"{summary['first_return']} -> {summary['last_return']}, {summary['steps_per_s']:.0f} steps/s -> {args.out}"
+        )
+        return 0
+    result = ppo.evaluate_real(
+        args.policy,
+        episodes=args.episodes,
+        env_id=args.env,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        progress=not args.json,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{result['env_id']}: policy {result['policy_mean']:.2f} +- {result['policy_std']:.2f}, random "
+            f"{result['random_mean']:.2f} +- {result['random_std']:.2f} over {result['episodes']} episodes"
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genie", description="Genie-style interactive world models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    collect_cli.add_cli(sub)
+
+    p = sub.add_parser("train", help="train a tokenizer, LAM, dynamics model, or a whole world")
+    models = p.add_subparsers(dest="model", required=True)
+    for name, help_ in (
+        ("tokenizer", "ST-ViViT VQ-VAE video tokenizer"),
+        ("lam", "latent action model"),
+        ("dynamics", "MaskGIT dynamics on a frozen tokenizer and LAM"),
+        ("world", "tokenizer, then LAM, then dynamics, into one world folder"),
+    ):
+        q = models.add_parser(name, help=help_)
+        _add_train_args(q)
+        if name in ("lam", "world"):
+            q.add_argument("--num-actions", type=int, default=None, help="|A|, latent actions (default 8)")
+        if name in ("dynamics", "world"):
+            q.add_argument(
+                "--action-mode",
+                choices=["additive", "token"],
+                default=None,
+                help="how the action enters the dynamics (default additive)",
+            )
+        if name == "world":
+            q.add_argument(
+                "--actions",
+                choices=["latent", "recorded"],
+                default="latent",
+                help="latent: a LAM learns them from the video (Genie); recorded: the data's own actions",
+            )
+            for stage in ("tokenizer", "lam", "dynamics", "reward"):
+                q.add_argument(
+                    f"--{stage}-steps",
+                    type=int,
+                    default=None,
+                    help=f"steps for the {stage} (default --steps)",
+                )
+        if name == "dynamics":
+            q.add_argument("--tokenizer", required=True, help="tokenizer checkpoint or run folder")
+            q.add_argument("--lam", required=True, help="LAM checkpoint or run folder")
+        q.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a tokenizer or a world on held-out windows")
+    models = p.add_subparsers(dest="model", required=True)
+    q = models.add_parser("tokenizer", help="psnr, ssim, codebook_usage")
+    q.add_argument("--checkpoint", required=True)
+    q.add_argument("--data", required=True)
+    q.add_argument("--windows", type=int, default=64)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=cmd_eval)
+    q = models.add_parser("world", help="psnr over t, psnr_t4, ssim_t4, delta_psnr_t4, action agreement")
+    q.add_argument("--world", required=True)
+    q.add_argument("--data", required=True)
+    q.add_argument("--windows", type=int, default=32)
+    q.add_argument("--horizon", type=int, default=4)
+    q.add_argument("--maskgit-steps", type=int, default=None)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="roll a world out from a prompt image with given latent actions")
+    p.add_argument("--world", required=True)
+    p.add_argument("--prompt", required=True, help="image file")
+    p.add_argument("--actions", required=True, help="comma-separated latent actions in [0, |A|), e.g. 1,1,3")
+    p.add_argument("--out", required=True, help="clip.mp4 or clip.gif")
+    p.add_argument("--fps", type=int, default=10)
+    p.add_argument("--maskgit-steps", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("export", help="copy a world without its training state, fp16 weights (for shipping)")
+    p.add_argument("--world", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+    p.add_argument(
+        "--without-lam", action="store_true", help="leave the LAM out (play needs only the dynamics' copy)"
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("rl", help="train a PPO agent in a world; score it in the real game")
+    rl = p.add_subparsers(dest="rl_command", required=True)
+    q = rl.add_parser("train", help="PPO in imagination (GenieVectorEnv tensor path)")
+    q.add_argument("--world", default=None, help="world folder (default: the shipped demo world)")
+    q.add_argument("--steps", type=int, default=100_000, help="imagined env steps in total")
+    q.add_argument("--num-envs", type=int, default=64)
+    q.add_argument("--out", required=True)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--device", default=None)
+    q.set_defaults(func=cmd_rl)
+    q = rl.add_parser("eval", help="play the policy and a random one in the real Gymnasium game")
+    q.add_argument("--policy", required=True)
+    q.add_argument("--env", default=None, help="Gymnasium id (default: the one the world was trained on)")
+    q.add_argument("--episodes", type=int, default=20)
+    q.add_argument("--max-steps", type=int, default=10_000, help="steps per episode at most")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_rl)
+
+    play.add_cli(sub)
+    bench.add_cli(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GenieError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished checkpoints and episodes are kept", file=sys.stderr)
+        return 130

@@ -1,0 +1,71 @@
+"""Keys -> latent actions, for a person playing a world (`python play.py`, `genie play`).
+
+Number keys always work: key '1' is latent action 0, '2' is action 1, ... up to '9'. When the world
+knows what its latent actions mean (world.json "action_mapping", see envs/actions.py), real names are
+bound to keys: LEFT/RIGHT/UP/DOWN -> arrows, FIRE/JUMP/SPACE -> space bar; NOOP is what plays when no
+key is held. Other names (e.g. Atari's UPLEFT) stay reachable through their number key.
+
+Key names use pygame.key.name's spelling ('1', 'left', 'space'); this module imports no pygame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from envs.actions import MAX_NUMBER_KEYS, parse_action_mapping
+from genie.core.errors import GenieValueError
+
+REAL_NAME_KEYS = {
+    "LEFT": "left",
+    "RIGHT": "right",
+    "UP": "up",
+    "DOWN": "down",
+    "FIRE": "space",
+    "JUMP": "space",
+    "SPACE": "space",
+}
+IDLE_NAMES = ("NOOP", "NONE", "IDLE")
+
+
+@dataclass
+class Keymap:
+    """Key names (pygame.key.name spelling: '1', 'left', 'space') -> latent actions, plus the idle action."""
+
+    num_actions: int
+    actions: dict[str, int] = field(default_factory=dict)
+    labels: dict[int, str] = field(default_factory=dict)  # latent action -> real name, when known
+    idle_action: int = 0
+
+    @classmethod
+    def for_world(cls, num_actions: int, info: dict | None = None, idle_action: int | None = None) -> Keymap:
+        km = cls(num_actions)
+        for a in range(min(num_actions, MAX_NUMBER_KEYS)):
+            km.actions[str(a + 1)] = a
+        mapping = (info or {}).get("action_mapping")
+        if mapping:
+            names, latents = parse_action_mapping(mapping, num_actions)
+            for name, latent in zip(names, latents):
+                km.labels.setdefault(latent, name)
+                if name in REAL_NAME_KEYS:
+                    km.actions.setdefault(REAL_NAME_KEYS[name], latent)
+                if name in IDLE_NAMES and idle_action is None:
+                    km.idle_action = latent
+        if idle_action is not None:
+            if not 0 <= idle_action < num_actions:
+                raise GenieValueError(f"--idle-action must be in [0, {num_actions}), got {idle_action}.")
+            km.idle_action = idle_action
+        return km
+
+    def label(self, action: int) -> str:
+        name = self.labels.get(action)
+        return f"{action}" + (f" ({name})" if name else "")
+
+    def legend(self) -> list[str]:
+        """Short lines for the on-screen legend."""
+        digits = min(self.num_actions, MAX_NUMBER_KEYS)
+        lines = [f"keys 1-{digits}: latent actions 0-{digits - 1}; none held: {self.label(self.idle_action)}"]
+        named = [f"{k}={self.label(a)}" for k, a in self.actions.items() if not k.isdigit()]
+        if named:
+            lines.append(" ".join(named))
+        lines.append("R reset  P pause  S screenshot  Esc quit")
+        return lines

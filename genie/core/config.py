@@ -1,0 +1,189 @@
+"""Model configs as dataclasses with named size presets, saved as JSON beside safetensors weights.
+
+Presets: `tiny` (tests, seconds on a CPU), `demo` (sized to play on a 2-core CPU), `coinrun` (the Genie
+paper's appendix F CoinRun case study: 8 blocks d 512 for tokenizer/LAM, 12 blocks d 512 for dynamics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+
+from genie.core.errors import GenieValueError
+
+
+@dataclass
+class TokenizerConfig:
+    image_size: int = 64  # frames are image_size x image_size RGB
+    patch: int = 4  # tokens per frame = (image_size / patch)^2
+    d_model: int = 512
+    depth: int = 8  # ST blocks in the encoder and, again, in the decoder
+    heads: int = 8
+    codebook_size: int = 1024
+    code_dim: int = 32
+    context: int = 16  # temporal window W in frames
+    commitment: float = 0.25  # beta of the VQ commitment loss
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+
+@dataclass
+class LAMConfig:
+    image_size: int = 64
+    patch: int = 16
+    d_model: int = 512
+    depth: int = 8
+    heads: int = 8
+    num_actions: int = 8  # |A|: small enough to play with number keys
+    code_dim: int = 32
+    context: int = 16
+    commitment: float = 0.25
+    # The bottleneck is continuous for the first vq_warmup steps, then k-means starts the codebook
+    # (dynamics/lam.py: the encoder reads frame-pair differences, 2D RoPE on both sides).
+    vq_warmup: int = 200
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+
+@dataclass
+class DynamicsConfig:
+    grid: int = 16  # tokens per frame = grid^2 (from the tokenizer)
+    vocab_size: int = 1024  # tokenizer codebook size; id vocab_size is the MASK token
+    num_actions: int = 8
+    action_dim: int = 32  # LAM code dim: the dynamics sees the LAM's (frozen) code vectors
+    action_mode: str = "additive"  # "additive" (paper) or "token" (one prepended token per frame)
+    d_model: int = 512
+    depth: int = 12
+    heads: int = 8
+    context: int = 16
+    mask_min: float = 0.5  # training mask rate ~ U(mask_min, 1)
+    maskgit_steps: int = 25
+    temperature: float = 1.0
+
+
+@dataclass
+class RewardConfig:
+    grid: int = 16  # tokens per frame = grid^2 (from the tokenizer)
+    vocab_size: int = 1024
+    d_model: int = 128
+    depth: int = 2
+    heads: int = 4
+    termination_weight: float = 10.0  # terminations are rare: weight of the positive class in the BCE
+
+
+PRESETS: dict[str, dict[str, dict]] = {
+    "tokenizer": {
+        "tiny": dict(
+            image_size=32, patch=4, d_model=64, depth=2, heads=4, codebook_size=256, code_dim=16, context=8
+        ),
+        "demo": dict(image_size=64, patch=8, d_model=128, depth=3, heads=4, codebook_size=1024, code_dim=32),
+        "coinrun": dict(
+            image_size=64, patch=4, d_model=512, depth=8, heads=8, codebook_size=1024, code_dim=32
+        ),
+    },
+    "lam": {
+        "tiny": dict(
+            image_size=32, patch=4, d_model=64, depth=2, heads=4, num_actions=8, code_dim=16, context=8
+        ),
+        "demo": dict(
+            image_size=64, patch=8, d_model=128, depth=3, heads=4, num_actions=8, code_dim=32, context=8
+        ),
+        "coinrun": dict(image_size=64, patch=16, d_model=512, depth=8, heads=8, num_actions=8, code_dim=32),
+    },
+    "dynamics": {
+        "tiny": dict(d_model=64, depth=2, heads=4, context=8, maskgit_steps=8),
+        "demo": dict(d_model=192, depth=4, heads=6, maskgit_steps=8),
+        "coinrun": dict(d_model=512, depth=12, heads=8, maskgit_steps=25),
+    },
+    "reward": {
+        "tiny": dict(d_model=64, depth=1, heads=4),
+        "demo": dict(d_model=128, depth=2, heads=4),
+        "coinrun": dict(d_model=256, depth=2, heads=8),
+    },
+}
+
+CONFIG_CLASSES = {
+    "tokenizer": TokenizerConfig,
+    "lam": LAMConfig,
+    "dynamics": DynamicsConfig,
+    "reward": RewardConfig,
+}
+
+
+def preset(kind: str, name: str, **overrides):
+    """Build the `kind` config of preset `name`, with field overrides (None values are ignored)."""
+    if kind not in PRESETS:
+        raise GenieValueError(f"Unknown model kind {kind!r}: use one of {sorted(PRESETS)}.")
+    if name not in PRESETS[kind]:
+        raise GenieValueError(f"Unknown preset {name!r}: use one of {sorted(PRESETS[kind])} (--preset).")
+    values = {**PRESETS[kind][name], **{k: v for k, v in overrides.items() if v is not None}}
+    return CONFIG_CLASSES[kind](**values)
+
+
+def dynamics_preset(
+    name: str, tokenizer_cfg: TokenizerConfig, lam_cfg: LAMConfig, **overrides
+) -> DynamicsConfig:
+    """The dynamics config of preset `name` sized to a tokenizer (token grid, vocabulary) and a LAM
+    (number of actions, action code dim)."""
+    return preset(
+        "dynamics",
+        name,
+        grid=tokenizer_cfg.grid,
+        vocab_size=tokenizer_cfg.codebook_size,
+        num_actions=lam_cfg.num_actions,
+        action_dim=lam_cfg.code_dim,
+        **overrides,
+    )
+
+
+def to_dict(cfg) -> dict:
+    return asdict(cfg)
+
+
+# Options removed after genie 0.1.0, when their ablations lost (docs/RESULTS.md): kind -> {field: the
+# value every model builds now}. A saved config holding that value converts by dropping the field.
+# (A config without the field is read as the current format: dynamics configs written before
+# spatial_rope existed, which meant False, cannot be told apart from it.)
+# Options removed after genie 0.1.0 (checkpoint format 1): field -> (the value the model kept, the
+# field's default in 0.1.0, which a config written before the field existed means).
+REMOVED_OPTIONS: dict[str, dict[str, tuple]] = {
+    "lam": {
+        "positions": ("relative", "relative"),
+        "encoder_frames": ("pair", "pair"),
+        "encoder_input": ("diff", "diff"),
+    },
+    "dynamics": {"spatial_rope": (True, False)},
+}
+
+
+def upgrade(kind: str, values: dict, source: str | None = None) -> dict:
+    """`values` of a config written by genie <= 0.1.0 (checkpoint format 1), without the removed
+    options, where they held the kept value; any other value is refused (this genie cannot build that
+    model). A missing field means its 0.1.0 default."""
+    removed = REMOVED_OPTIONS.get(kind, {})
+    for field, (kept, default) in removed.items():
+        value = values.get(field, default)
+        if value != kept:
+            what = source or f"This {kind} model"
+            raise GenieValueError(
+                f"{what} was trained with {field}={value!r}, which this genie no longer builds: "
+                "retrain it (`genie train world`) or use genie <= 0.1.0."
+            )
+    return {k: v for k, v in values.items() if k not in removed}
+
+
+def from_dict(kind: str, values: dict):
+    """The `kind` config of saved `values` (the current format; `upgrade` converts older ones)."""
+    cls = CONFIG_CLASSES[kind]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise GenieValueError(
+            f"The {kind} config has unknown fields {sorted(unknown)}: it was written by another genie "
+            "version; retrain or use a matching genie version."
+        )
+    return cls(**values)

@@ -1,0 +1,71 @@
+"""The one pixel policy: how a frame enters genie and how it leaves.
+
+Letters: B batch, T frames, H W pixels.
+
+    uint8 [0, 255]  <->  float [0, 1]      `to_float`, `to_uint8` (round to nearest, clamp first)
+    any image       ->   uint8 (size, size, 3) RGB      `resize_frame`
+
+`resize_frame` takes any uint8 image (grayscale, RGB, RGBA, or a PIL image in any mode): it becomes RGB
+(alpha dropped), is fitted to a square, and is resized to size x size with PIL bilinear filtering
+(antialiased when shrinking). Fits: "crop" keeps the centred square; "pad" letterboxes with black
+(keeps the whole picture, e.g. Atari scores and paddles at the top and bottom of a 210x160 screen);
+"stretch" resizes without keeping the aspect ratio. Training data, prompts and the real game seen by a
+policy all go through it, so a model always sees frames the way it was trained on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genie.core.errors import GenieTypeError, GenieValueError
+
+FITS = ("crop", "pad", "stretch")
+
+
+def to_float(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 frames -> `dtype` in [0, 1]; float frames are cast to `dtype` unchanged."""
+    return frames.to(dtype) / 255.0 if frames.dtype == torch.uint8 else frames.to(dtype)
+
+
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Float frames (any range, any float dtype) -> uint8, clamped to [0, 1] and rounded."""
+    return (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _to_rgb_image(frame) -> Image.Image:
+    if isinstance(frame, Image.Image):
+        return frame if frame.mode == "RGB" else frame.convert("RGB")
+    array = np.asarray(frame)
+    if array.dtype != np.uint8:
+        raise GenieTypeError(f"Expected a uint8 image, got {array.dtype}: convert it with .astype(np.uint8).")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(array[..., :3]), mode="RGB")
+    raise GenieValueError(
+        f"Expected an image (H, W), (H, W, 3) or (H, W, 4), got {array.shape}: pass an RGB frame."
+    )
+
+
+def resize_frame(frame_u8, size: int, fit: str = "crop") -> np.ndarray:
+    """Any uint8 image (or PIL image) -> RGB uint8 (size, size, 3). See the module docstring."""
+    image = _to_rgb_image(frame_u8)
+    w, h = image.size
+    if fit == "crop":
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    elif fit == "pad":
+        side = max(w, h)
+        canvas = Image.new("RGB", (side, side))
+        canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+        image = canvas
+    elif fit != "stretch":
+        raise GenieValueError(f"Unknown fit {fit!r}: use one of {', '.join(FITS)}.")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)

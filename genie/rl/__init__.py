@@ -1,0 +1,1 @@
+"""genie.rl: agents trained inside a world (PPO on the batched env), scored in the real game."""

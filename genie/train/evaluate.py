@@ -1,0 +1,157 @@
+"""Evaluation on held-out windows, with the Genie paper's metrics.
+
+evaluate_tokenizer: psnr, ssim of reconstructions; codebook_usage (fraction of codes used).
+evaluate_world:     from the first frame of each held-out window, generate `horizon` frames with the
+                    latent actions the LAM infers from the real video (x^_t) and with uniformly random
+                    latent actions (x^'_t). psnr[t] = PSNR(x_t, x^_t) for t = 1..horizon;
+                    delta_psnr_t4 = PSNR(x_4, x^_4) - PSNR(x_4, x^'_4) (controllability).
+                    latent_action_usage and, where the data has real actions, action_agreement.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from genie.checkpoint import load_model
+from genie.core.errors import GenieValueError
+from genie.core.frames import to_float
+from genie.data import VideoDataset
+from genie.train.metrics import action_agreement, psnr, ssim
+from genie.world import World
+
+
+def _eval_windows(ds: VideoDataset, T: int, count: int, seed: int):
+    """Up to `count` windows of T frames from the held-out split (all episodes if there is none)."""
+    split = "val" if ds.split_episodes("val") else "all"
+    try:
+        index = ds.windows(T, split)
+    except GenieValueError:
+        if split == "all":
+            raise
+        split, index = "all", ds.windows(T, "all")
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(index), size=min(count, len(index)), replace=False)
+    return split, [ds.read_window(*index[int(i)], T) for i in sorted(picks)]
+
+
+def _batches(items, size):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@torch.no_grad()
+def evaluate_tokenizer(
+    checkpoint,
+    data,
+    windows: int = 64,
+    batch_size: int = 8,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+) -> dict:
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_model(checkpoint, "tokenizer", device=device)
+    ds = VideoDataset(data)
+    if ds.frame_shape[0] != model.cfg.image_size:
+        raise GenieValueError(
+            f"The data's frames are {ds.frame_shape[0]}px, the tokenizer's {model.cfg.image_size}px: "
+            "evaluate on data of the size it was trained on."
+        )
+    split, items = _eval_windows(ds, model.cfg.context, windows, seed)
+    p_all, s_all, used = [], [], torch.zeros(model.cfg.codebook_size, dtype=torch.bool)
+    for chunk in tqdm(list(_batches(items, batch_size)), desc="eval tokenizer", disable=not progress):
+        frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(device)
+        tokens = model.encode(frames)
+        recon = model.decode(tokens).clamp(0, 1)
+        p_all.append(psnr(recon, frames).flatten().cpu())
+        s_all.append(ssim(recon, frames).flatten().cpu())
+        used[tokens.flatten().cpu().unique()] = True
+    return {
+        "psnr": float(torch.cat(p_all).mean()),
+        "ssim": float(torch.cat(s_all).mean()),
+        "codebook_usage": float(used.float().mean()),
+        "codes_used": int(used.sum()),
+        "windows": len(items),
+        "split": split,
+    }
+
+
+@torch.no_grad()
+def evaluate_world(
+    world_dir,
+    data,
+    windows: int = 32,
+    horizon: int = 4,
+    batch_size: int = 8,
+    maskgit_steps: int | None = None,
+    seed: int = 0,
+    device=None,
+    progress: bool = True,
+) -> dict:
+
+    world = World.load(world_dir, device=device, dtype=torch.float32)
+    recorded = world.info.get("actions") == "recorded"  # conditioned on the data's own actions
+    if world.lam is None and not recorded:
+        raise GenieValueError(
+            f"World {world_dir} has no lam/ checkpoint: evaluation needs it to infer actions "
+            "(`genie export --without-lam` leaves it out; evaluate the world it was exported from)."
+        )
+    if horizon < 4:
+        raise GenieValueError("horizon must be at least 4 (delta PSNR is reported at t = 4).")
+    ds = VideoDataset(data)
+    if ds.frame_shape[0] != world.image_size:
+        raise GenieValueError(
+            f"The data's frames are {ds.frame_shape[0]}px, the world's {world.image_size}px: "
+            "evaluate on data of the size it was trained on."
+        )
+    split, items = _eval_windows(ds, horizon + 1, windows, seed)
+    A = world.num_actions
+    g = torch.Generator(device=world.device).manual_seed(seed)
+    psnr_lam, psnr_rand, ssim_lam, latents, reals = [], [], [], [], []
+    for chunk in tqdm(list(_batches(items, batch_size)), desc="eval world", disable=not progress):
+        frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(world.device)  # (B, T, H, W, 3)
+        if recorded:
+            if chunk[0]["actions"] is None:
+                raise GenieValueError(f"{data} recorded no actions: this world needs data that did.")
+            inferred = torch.from_numpy(np.stack([w["actions"] for w in chunk])).to(world.device)
+        else:  # (B, T-1): a_t moves frame t to t+1
+            inferred = world.lam.infer_actions(to_float(frames))
+        latents.append(inferred.flatten().cpu())
+        if chunk[0]["actions"] is not None:
+            reals.append(torch.from_numpy(np.stack([w["actions"] for w in chunk])).flatten())
+        random_actions = torch.randint(0, A, inferred.shape, generator=g, device=world.device)
+        for actions, sink in ((inferred, psnr_lam), (random_actions, psnr_rand)):
+            world.reset(list(frames[:, 0].cpu().numpy()))
+            gen = [
+                world.step(actions[:, t], maskgit_steps=maskgit_steps, generator=g) for t in range(horizon)
+            ]
+            gen = torch.stack(gen, dim=1)  # (B, horizon, H, W, 3)
+            sink.append(psnr(gen, frames[:, 1:]).cpu())
+            if sink is psnr_lam:
+                ssim_lam.append(ssim(gen[:, 3], frames[:, 4]).cpu())
+    p_lam, p_rand = torch.cat(psnr_lam), torch.cat(psnr_rand)  # (n, horizon)
+    lat = torch.cat(latents).numpy()
+    usage = np.bincount(lat, minlength=A) / max(len(lat), 1)
+    result = {
+        "psnr": p_lam.mean(0).tolist(),
+        "psnr_random": p_rand.mean(0).tolist(),
+        "psnr_t4": float(p_lam[:, 3].mean()),
+        "ssim_t4": float(torch.cat(ssim_lam).mean()),
+        "delta_psnr_t4": float((p_lam[:, 3] - p_rand[:, 3]).mean()),
+        "latent_action_usage": usage.tolist(),
+        "latent_actions_used": int((usage > 0).sum()),
+        "action_agreement": None,
+        "windows": len(items),
+        "split": split,
+        "maskgit_steps": maskgit_steps or world.maskgit_steps,
+    }
+    result["actions"] = "recorded" if recorded else "latent"
+    if reals and not recorded:
+        real = torch.cat(reals).numpy()
+        num_real = int(ds.meta.get("num_actions") or real.max() + 1)
+        agree = action_agreement(lat, real, A, num_real, fit_size=200, seed=seed)
+        result["action_agreement"] = agree["accuracy"]
+        result["action_agreement_fit_transitions"] = agree["fit"]
+    return result

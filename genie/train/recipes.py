@@ -1,0 +1,418 @@
+"""Training recipes: build a model from a preset sized to the data, and run the one training loop.
+
+    train_tokenizer(data, out)                  -> run folder (model/ rebuilds the tokenizer)
+    train_lam(data, out)                        -> run folder
+    train_dynamics(data, tokenizer, lam, out)   -> run folder; the LAM and tokenizer are frozen
+    train_world(data, out)                      -> world folder: tokenizer/, lam/, dynamics/, world.json,
+                                                   prompts/, and train/<model>/ run folders
+
+`steps` is the budget per model. With `resume`, each stage continues from its last checkpoint, and
+stages already finished are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dynamics.lam import LatentActionModel
+from dynamics.model import DynamicsModel
+from dynamics.reward import RewardModel
+from genie.checkpoint import load_model, read_config, save_model
+from genie.core.config import dynamics_preset, preset
+from genie.core.errors import GenieValueError
+from genie.core.frames import to_float
+from genie.data import VideoDataset, WindowDataset
+from genie.train.loop import TrainConfig, train
+from genie.train.metrics import fit_action_mapping
+from genie.world import save_world
+from tokenizer.model import VideoTokenizer
+
+
+def _open_data(data) -> VideoDataset:
+    return data if isinstance(data, VideoDataset) else VideoDataset(data)
+
+
+def _check_size(ds: VideoDataset, image_size: int, patch: int, what: str) -> None:
+    H, W = ds.frame_shape[:2]
+    if H != W:
+        raise GenieValueError(f"Frames are {H}x{W}; genie needs square frames: re-collect with --size.")
+    if image_size % patch:
+        raise GenieValueError(
+            f"Frame size {image_size} is not a multiple of the {what} patch {patch}: re-collect with "
+            f"--size {image_size - image_size % patch or patch} or pick another preset."
+        )
+
+
+def _train_config(steps: int, **kw) -> TrainConfig:
+    kw = {k: v for k, v in kw.items() if v is not None}
+    cfg = TrainConfig(steps=steps, **kw)
+    if "warmup" not in kw:
+        cfg = replace(cfg, warmup=min(cfg.warmup, max(1, steps // 10)))
+    torch.manual_seed(cfg.seed)  # the model built next starts from the same weights in every process
+    return cfg
+
+
+def _data_meta(ds: VideoDataset, data) -> dict:
+    return {
+        "data": str(getattr(ds, "root", data)),
+        "env_id": ds.meta.get("env_id"),
+        "fit": ds.meta.get("fit", "crop"),
+    }
+
+
+def _fit(
+    make_model, ds, data, T: int, steps: int, out, resume: bool, progress: bool, batch_fn=None, **train_kw
+):
+    """The tail every recipe shares: T-frame windows of the train split, a seeded model, the one loop."""
+    windows = WindowDataset(ds, T, "train")
+    train_cfg = _train_config(steps, **train_kw)  # seeds torch before the model is built
+    model = make_model()
+    summary = train(
+        model, windows, train_cfg, out, resume, _data_meta(ds, data), batch_fn=batch_fn, progress=progress
+    )
+    summary["model"] = model
+    return summary
+
+
+def train_tokenizer(
+    data,
+    out,
+    preset_name: str = "demo",
+    steps: int = 1000,
+    resume: bool = False,
+    context: int | None = None,
+    progress: bool = True,
+    **train_kw,
+) -> dict:
+    ds = _open_data(data)
+    cfg = preset("tokenizer", preset_name, image_size=ds.frame_shape[0], context=context)
+    _check_size(ds, cfg.image_size, cfg.patch, "tokenizer")
+    return _fit(lambda: VideoTokenizer(cfg), ds, data, cfg.context, steps, out, resume, progress, **train_kw)
+
+
+def train_lam(
+    data,
+    out,
+    preset_name: str = "demo",
+    steps: int = 1000,
+    resume: bool = False,
+    context: int | None = None,
+    num_actions: int | None = None,
+    progress: bool = True,
+    **train_kw,
+) -> dict:
+    ds = _open_data(data)
+    cfg = preset("lam", preset_name, image_size=ds.frame_shape[0], context=context, num_actions=num_actions)
+    _check_size(ds, cfg.image_size, cfg.patch, "LAM")
+    summary = _fit(
+        lambda: LatentActionModel(cfg), ds, data, cfg.context, steps, out, resume, progress, **train_kw
+    )
+    lam = summary["model"]
+    lam.calibrate(_calibration_batches(ds, cfg.context))
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+        save_model(lam, Path(out) / "model", meta=read_config(out)["meta"])  # same step, calibrated stats
+    return summary
+
+
+def _calibration_batches(ds: VideoDataset, T: int, count: int = 256, batch: int = 32):
+    """Up to `count` train windows spread evenly over the split, `batch` at a time (uint8 frames)."""
+    windows = WindowDataset(ds, T, "train")
+    picks = np.unique(np.linspace(0, len(windows) - 1, min(count, len(windows))).round().astype(int))
+    for i in range(0, len(picks), batch):
+        yield torch.from_numpy(np.stack([windows[int(j)]["frames"] for j in picks[i : i + batch]]))
+
+
+class FrozenEncoders:
+    """batch_fn: frames -> tokens (frozen tokenizer) and, with a LAM, latent actions (frozen LAM)."""
+
+    def __init__(self, tokenizer, lam=None):
+        self.tokenizer, self.lam = tokenizer.eval(), lam.eval() if lam is not None else None
+        for p in list(tokenizer.parameters()) + (list(lam.parameters()) if lam is not None else []):
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict:
+        frames = batch["frames"]
+        if next(self.tokenizer.parameters()).device != frames.device:
+            self.tokenizer.to(frames.device)
+            if self.lam is not None:
+                self.lam.to(frames.device)
+        with torch.autocast(frames.device.type, enabled=False):
+            batch["tokens"] = self.tokenizer.encode(frames).flatten(2)
+            if self.lam is not None:
+                batch["latent_actions"] = self.lam.infer_actions(frames)
+            else:  # a world conditioned on the recorded actions (`actions="recorded"`)
+                batch["latent_actions"] = batch["actions"]
+        return batch
+
+
+def _as_model(m, kind):
+    return m if isinstance(m, torch.nn.Module) else load_model(m, kind)
+
+
+def _recorded_num_actions(ds: VideoDataset, data) -> int:
+    """Number of actions the data recorded, or one clear error when it recorded none."""
+    if not ds.has_actions or not ds.meta.get("num_actions"):
+        raise GenieValueError(
+            f"{getattr(ds, 'root', data)} recorded no actions: use actions='latent' (--actions latent), "
+            "where a LAM learns them from the video."
+        )
+    return int(ds.meta["num_actions"])
+
+
+def recorded_action_codes(num_actions: int, dim: int, seed: int = 0) -> torch.Tensor:
+    """(A, C) fixed orthonormal vectors, one per recorded action (the dynamics' frozen action codebook
+    when a world is conditioned on the data's own actions instead of a LAM's)."""
+    if num_actions > dim:
+        raise GenieValueError(f"{num_actions} recorded actions need an action code dim >= {num_actions}.")
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, num_actions, generator=g))
+    return q.T.contiguous()
+
+
+def train_dynamics(
+    data,
+    tokenizer,
+    lam,
+    out,
+    preset_name: str = "demo",
+    steps: int = 1000,
+    resume: bool = False,
+    context: int | None = None,
+    action_mode: str | None = None,
+    progress: bool = True,
+    **train_kw,
+) -> dict:
+    """`lam=None`: condition on the actions the data recorded (`genie collect`) instead of latent ones."""
+    ds = _open_data(data)
+    tokenizer = _as_model(tokenizer, "tokenizer")
+    lam = _as_model(lam, "lam") if lam is not None else None
+    sizes = {m.kind: m.cfg.image_size for m in (tokenizer, lam) if m is not None}
+    if any(size != ds.frame_shape[0] for size in sizes.values()):
+        raise GenieValueError(
+            f"The data's frames are {ds.frame_shape[0]}px but the models were trained on {sizes}: train "
+            "them on this data first."
+        )
+    if lam is None:
+        action_cfg = replace(preset("lam", preset_name), num_actions=_recorded_num_actions(ds, data))
+        codes = recorded_action_codes(action_cfg.num_actions, action_cfg.code_dim)
+    else:
+        action_cfg, codes = lam.cfg, lam.action_vectors()
+    cfg = dynamics_preset(preset_name, tokenizer.cfg, action_cfg, context=context, action_mode=action_mode)
+
+    def make_model():
+        model = DynamicsModel(cfg)
+        model.set_action_codes(codes)
+        return model
+
+    return _fit(
+        make_model,
+        ds,
+        data,
+        cfg.context,
+        steps,
+        out,
+        resume,
+        progress,
+        batch_fn=FrozenEncoders(tokenizer, lam),
+        **train_kw,
+    )
+
+
+def train_reward(
+    data,
+    tokenizer,
+    out,
+    preset_name: str = "demo",
+    steps: int = 1000,
+    resume: bool = False,
+    progress: bool = True,
+    **train_kw,
+) -> dict:
+    """Reward + termination prediction on transitions (2-frame windows) of data that recorded them."""
+    ds = _open_data(data)
+    if not ds.has_rewards:
+        raise GenieValueError(
+            f"{getattr(ds, 'root', data)} has no recorded rewards: record a Gymnasium env with `genie collect`."
+        )
+    tokenizer = _as_model(tokenizer, "tokenizer")
+    cfg = preset("reward", preset_name, grid=tokenizer.cfg.grid, vocab_size=tokenizer.cfg.codebook_size)
+    return _fit(
+        lambda: RewardModel(cfg),
+        ds,
+        data,
+        2,
+        steps,
+        out,
+        resume,
+        progress,
+        batch_fn=FrozenEncoders(tokenizer),
+        **train_kw,
+    )
+
+
+def _finished(run: Path, steps: int) -> bool:
+    f = run / "trainer.json"
+    return f.exists() and json.loads(f.read_text()).get("step", 0) >= steps
+
+
+def _stage(fn, run: Path, steps: int, resume: bool, kind: str, **kw):
+    if resume and _finished(run, steps):
+        return {"model": load_model(run, kind), "skipped": True}
+    return fn(out=run, steps=steps, resume=resume and (run / "trainer.json").exists(), **kw)
+
+
+def save_prompts(ds: VideoDataset, folder: Path, count: int = 4) -> list[str]:
+    """First frames of held-out episodes (or of any) as PNG prompt images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    episodes = ds.split_episodes("val") or ds.split_episodes("all")
+    names = []
+    for k, e in enumerate(episodes[:count]):
+        frames = ds.episode(e)["frames"]
+        frame = np.asarray(frames[min(len(frames) - 1, 8)])
+        name = f"prompt_{k}.png"
+        Image.fromarray(frame).save(folder / name)
+        names.append(name)
+    return names
+
+
+def train_world(
+    data,
+    out,
+    preset_name: str = "demo",
+    steps: int = 1000,
+    resume: bool = False,
+    context: int | None = None,
+    action_mode: str | None = None,
+    num_actions: int | None = None,
+    progress: bool = True,
+    stage_steps: dict | None = None,
+    actions: str = "latent",
+    **train_kw,
+) -> dict:
+    """Tokenizer, then LAM, then dynamics (LAM and tokenizer frozen) into one world folder.
+    `stage_steps` ({"tokenizer": N, ...}) overrides `steps` per model. `actions="recorded"` skips the
+    LAM and conditions the dynamics on the actions the data recorded (one per real action)."""
+    if actions not in ("latent", "recorded"):
+        raise GenieValueError(f"Unknown actions {actions!r}: use 'latent' or 'recorded'.")
+    stage_steps = {k: v for k, v in (stage_steps or {}).items() if v}
+    steps_of = {k: stage_steps.get(k, steps) for k in ("tokenizer", "lam", "dynamics", "reward")}
+    ds = _open_data(data)
+    if actions == "recorded":
+        _recorded_num_actions(ds, data)  # before hours of tokenizer training, not after
+    out = Path(out)
+    if (out / "world.json").exists() and not resume:
+        raise GenieValueError(f"{out} already holds a world: pass --resume to continue, or pick a new --out.")
+    runs = out / "train"
+    common = dict(preset_name=preset_name, context=context, progress=progress, **train_kw)
+    tok = _stage(
+        train_tokenizer, runs / "tokenizer", steps_of["tokenizer"], resume, "tokenizer", data=ds, **common
+    )["model"]
+    lam = None
+    if actions == "latent":
+        lam = _stage(
+            train_lam,
+            runs / "lam",
+            steps_of["lam"],
+            resume,
+            "lam",
+            data=ds,
+            num_actions=num_actions,
+            **common,
+        )["model"]
+    dyn_summary = _stage(
+        train_dynamics,
+        runs / "dynamics",
+        steps_of["dynamics"],
+        resume,
+        "dynamics",
+        data=ds,
+        tokenizer=tok,
+        lam=lam,
+        action_mode=action_mode,
+        **common,
+    )
+    dyn = dyn_summary["model"]
+    reward = None
+    if ds.has_rewards and ds.has_actions:  # recorded from an env: learn its rewards and terminations
+        reward = _stage(
+            train_reward,
+            runs / "reward",
+            steps_of["reward"],
+            resume,
+            "reward",
+            data=ds,
+            tokenizer=tok,
+            **{k: v for k, v in common.items() if k != "context"},  # transitions: always 2 frames
+        )["model"]
+    info = {
+        "env_id": ds.meta.get("env_id"),
+        "env_kwargs": ds.meta.get("env_kwargs") or {},
+        "fit": ds.meta.get("fit", "crop"),
+        "real_num_actions": ds.meta.get("num_actions"),
+        "preset": preset_name,
+        "steps_per_model": {k: v for k, v in steps_of.items() if lam is not None or k != "lam"},
+        "maskgit_steps": dyn.cfg.maskgit_steps,
+        "temperature": dyn.cfg.temperature,
+        "data": str(getattr(ds, "root", data)),
+        "actions": actions,
+    }
+    if (out / "prompts").exists():
+        shutil.rmtree(out / "prompts")
+    info["prompts"] = save_prompts(ds, out / "prompts")
+    if lam is None:  # the world's actions are the game's own
+        names = ds.meta.get("action_names") or [str(i) for i in range(int(ds.meta["num_actions"]))]
+        identity = list(range(len(names)))
+        info["action_mapping"] = {
+            "real_action_names": list(names),
+            "latent_for_real": identity,
+            "real_for_latent": identity,
+            "fit_transitions": 0,
+        }
+    elif ds.has_actions and ds.meta.get("num_actions"):
+        info["action_mapping"] = action_mapping(lam.cpu(), ds)
+    save_world(
+        out,
+        tok.cpu(),
+        dyn.cpu(),
+        lam.cpu() if lam is not None else None,
+        info,
+        reward=reward.cpu() if reward is not None else None,
+    )
+    return {"out": str(out), "info": info}
+
+
+@torch.no_grad()
+def action_mapping(lam, ds: VideoDataset, max_transitions: int = 200, seed: int = 0) -> dict:
+    """Latent<->real action maps fitted on at most `max_transitions` labelled transitions of the train
+    split (the paper's behaviour-cloning budget): for each real action, the latent action that most
+    often produces it; for each latent action, its most frequent real action."""
+    T = min(lam.cfg.context, min(ds.episode_length(e) for e in ds.split_episodes("train")))
+    index = ds.windows(T, "train")
+    rng = np.random.default_rng(seed)
+    latent, real = [], []
+    for i in rng.permutation(len(index)):
+        window = ds.read_window(*index[int(i)], T)
+        frames = to_float(torch.from_numpy(window["frames"])[None])
+        latent.append(lam.infer_actions(frames)[0].numpy())
+        real.append(window["actions"])
+        if sum(map(len, latent)) >= max_transitions:
+            break
+    latent, real = np.concatenate(latent)[:max_transitions], np.concatenate(real)[:max_transitions]
+    num_real = int(ds.meta["num_actions"])
+    mapping = fit_action_mapping(latent, real, lam.cfg.num_actions, num_real)
+    names = ds.meta.get("action_names") or [str(i) for i in range(num_real)]
+    return {
+        "real_action_names": list(names),
+        "latent_for_real": mapping["latent_for_real"],
+        "real_for_latent": mapping["real_for_latent"],
+        "fit_transitions": int(len(latent)),
+    }
