@@ -50,6 +50,7 @@ class CacheStep(NamedTuple):
     mask: torch.Tensor | None
     commit: bool
     slot: torch.Tensor | None = None
+    order: torch.Tensor | None = None
 
 
 class TemporalCache:
@@ -178,8 +179,10 @@ class RingKVCache(TemporalCache):
     as KVCache, with no shape that changes from frame to frame and no host-side state.
 
     Each layer keeps (k, v) of shape (B*N, nh, slots, K) with slots = window - 1; frame p lives in slot
-    p % slots. Keys are stored already rotated at their absolute frame index, and attention does not
-    care about the order of its keys, so a frame's slot does not matter. `valid` (B, slots) bool marks
+    p % slots. Keys are stored already rotated at their absolute frame index, and read oldest first
+    (a fixed-shape gather), so attention sums them in the growing cache's order: the same frames bit
+    for bit, not only up to rounding (read in slot order, one decoded pixel in a few thousand came out
+    one level off). `valid` (B, slots) bool marks
     the slots each row may see (empty slots, and a restarted row's previous episode, are invalid);
     `pos` is the next frame's index as a device tensor (1,), so a captured graph reads and advances it
     without syncing. Built from a KVCache with `from_cache`; `load_` refills the same buffers (a captured
@@ -225,16 +228,19 @@ class RingKVCache(TemporalCache):
     def begin(self, B, T, N, commit, device) -> CacheStep:
         if T != 1:
             raise ValueError(f"A RingKVCache takes one frame per call, got {T}.")
-        key_valid = torch.cat(
-            [self.valid, self.valid.new_ones(B, 1)], dim=1
-        )  # (B, slots+1): the new frame too
+        # Keys oldest first, as the growing cache holds them (the same sums in the same order): slot
+        # (pos + j) % slots holds frame pos - slots + j.
+        order = torch.remainder(self.pos + torch.arange(self.slots, device=device), max(self.slots, 1))
+        valid = self.valid.index_select(1, order)
+        key_valid = torch.cat([valid, valid.new_ones(B, 1)], dim=1)  # (B, slots+1): the new frame too
         mask = key_valid[:, None, None, None, :].expand(B, N, 1, 1, self.slots + 1).reshape(B * N, 1, 1, -1)
         slot = torch.remainder(self.pos, self.slots) if commit and self.slots > 0 else None
-        return CacheStep(self.pos, mask, commit, slot)
+        return CacheStep(self.pos, mask, commit, slot, order)
 
     def attend(self, layer, k, v, step):
         past_k, past_v = self.layers[layer]
-        keys, values = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B*N, nh, slots+1, K)
+        keys = torch.cat([past_k.index_select(2, step.order), k], dim=2)  # (B*N, nh, slots+1, K)
+        values = torch.cat([past_v.index_select(2, step.order), v], dim=2)
         if step.slot is not None:
             past_k.index_copy_(2, step.slot, k)
             past_v.index_copy_(2, step.slot, v)
