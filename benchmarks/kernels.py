@@ -3,7 +3,7 @@
     python benchmarks/kernels.py            # batch 1, 16, 256 at 16 frames x 256 tokens (a GPU job)
     python benchmarks/kernels.py --quick    # one small shape per kernel (fine on a CPU)
 
-Candidates per kernel: `eager` (the reference in genie/kernels/reference.py; for attention that is
+Candidates per kernel: `eager` (the reference in genie/core/kernels/reference.py; for attention that is
 SDPA, with a hand-written `math` softmax(QK^T)V as the eager alternative), `compile` (torch.compile of
 the reference; on by default on CUDA, `--compile` on CPU where it takes minutes) and `triton` (CUDA
 only: on CPU Triton runs only through its interpreter, which checks correctness and says nothing about

@@ -1,4 +1,4 @@
-"""Stepping speed of a world; the same as `genie bench` (see genie/bench.py for what is measured)."""
+"""Stepping speed of a world; the same as `genie bench` (see genie/cli/bench.py for what is measured)."""
 
 import sys
 from pathlib import Path

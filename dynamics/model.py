@@ -3,7 +3,7 @@
 Letters: B batch, T frames, N tokens per frame, V vocab (tokenizer codes; id V is MASK), D width,
 A actions, C action code dim.
 
-Action/frame alignment (genie/lam.py states the contract): a_t moves frame t to frame t+1. Here frame
+Action/frame alignment (dynamics/lam.py states the contract): a_t moves frame t to frame t+1. Here frame
 t+1's input carries the embedding of a_t; frame 0 carries a learned "no action yet" embedding. So the
 model predicts the (masked) tokens of frame t+1 from frames <= t+1's visible tokens and a_t, and,
 temporal attention being causal, logits of frames <= t never depend on anything at frame t+1.

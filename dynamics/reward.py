@@ -4,7 +4,7 @@ Letters: B batch, N tokens per frame, D width.
 
 Input: tokens of frame t and frame t+1 (B, 2, N). Output: the reward of that transition (regressed) and
 the logit that it terminated the episode (the data's `rewards[t]`, `terminated[t]`, with the alignment
-of genie/data.py). Trained from the rewards and terminations recorded with the data, on tokens of the
+of genie/data/episodes.py). Trained from the rewards and terminations recorded with the data, on tokens of the
 frozen tokenizer; stored in a world folder as `reward/`.
 """
 

@@ -2,8 +2,8 @@
 
 Letters: B batch, T frames, N tokens per frame, V vocab.
 
-One frame takes S refinement steps. Step s (0-based) samples every still-masked token (gumbel-max at
-`temperature`), scores it by its probability, and keeps masked the floor(N * cos(pi/2 * (s+1)/S)) least
+One frame takes `steps` refinement steps. Step s (0-based) samples every still-masked token (gumbel-max at
+`temperature`), scores it by its probability, and keeps masked the floor(N * cos(pi/2 * (s+1)/steps)) least
 confident ones (cosine schedule); tokens once unmasked never change. The last step takes the argmax
 and leaves nothing masked.
 
@@ -80,7 +80,7 @@ def hashed_gumbel(keys: torch.Tensor, step: int, N: int, V: int, base: torch.Ten
 
 
 def sample_frame_keyed(logits_fn, keys: torch.Tensor, N: int, mask_id: int, steps: int, temperature: float):
-    """S MaskGIT steps with the noise of `keys` (B,): no generator, no host sync, fixed shapes (what a
+    """`steps` MaskGIT steps with the noise of `keys` (B,): no generator, no host sync, fixed shapes (what a
     captured step runs). `logits_fn(tokens (B, N)) -> logits (B, N, V)`. Returns tokens (B, N)."""
     B, device = keys.shape[0], keys.device
     tokens = torch.full((B, N), mask_id, dtype=torch.long, device=device)
@@ -111,7 +111,7 @@ def sample_frame(
     generator: torch.Generator | None,
     device,
 ) -> torch.Tensor:
-    """Run S MaskGIT steps. `logits_fn(tokens (B, N)) -> logits (B, N, V)`. Returns tokens (B, N)."""
+    """Run `steps` MaskGIT steps. `logits_fn(tokens (B, N)) -> logits (B, N, V)`. Returns tokens (B, N)."""
     keys = noise_keys(B, generator, device)
     return sample_frame_keyed(logits_fn, keys, N, mask_id, steps, temperature)
 

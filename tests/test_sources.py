@@ -27,9 +27,10 @@ def test_collect_breakout(tmp_path):
     assert ds.num_episodes == 2 and ds.frame_shape == (32, 32, 3) and ds.has_actions and ds.has_rewards
     meta = ds.meta
     assert meta["source"] == "gym" and meta["env_id"] == "ALE/Breakout-v5" and meta["num_actions"] == 4
-    assert (
-        meta["policy"] == "sticky" and meta["seed"] == 0 and meta["size"] == 32 and meta["env_kwargs"] == {}
-    )
+    assert meta["policy"] == "sticky" and meta["seed"] == 0 and meta["size"] == 32
+    assert meta["env_kwargs"] == {
+        "repeat_action_probability": 0.0
+    }  # sticky actions off (tests/test_games.py)
     for i in range(2):
         ep = ds.episode(i)
         T = ds.episode_length(i)

@@ -47,6 +47,8 @@ def test_tiny_world_learns_controllable_sprite_dynamics(tmp_path):
     assert result["psnr"][0] > 25.0, result  # the first imagined frame is close to the real one
     assert result["action_agreement"] >= 0.9, result  # chance (the commonest action) is about 0.25
     assert result["latent_actions_used"] >= 5, result  # no collapse: at least one code per real action
+    held_out = result["windows"] * 4 - result["action_agreement_fit_transitions"]  # 4 transitions a window
+    assert sum(map(sum, result["confusion"]["latent_by_real"])) == held_out
     # The world carries its latent<->real action maps, fitted on <= 200 labelled transitions (play.py uses it).
     assert not (tmp_path / "world" / "reward").exists()  # the sprite data records no rewards
     mapping = json.loads((tmp_path / "world" / "world.json").read_text())["action_mapping"]

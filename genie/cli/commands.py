@@ -124,6 +124,8 @@ def cmd_eval(args) -> int:
             progress=not args.json,
         )
         agree = result["action_agreement"]
+        if "confusion" in result:
+            print(confusion_table(result["confusion"], result["action_agreement_chance"]))
         line = (
             f"world: psnr_t4 {result['psnr_t4']:.2f} dB, delta_psnr_t4 {result['delta_psnr_t4']:.2f} dB, "
             f"action agreement {'n/a' if agree is None else f'{agree:.2f}'}, "
@@ -135,6 +137,20 @@ def cmd_eval(args) -> int:
     else:
         print(line)
     return 0
+
+
+def confusion_table(confusion: dict, chance: float) -> str:
+    """Latent actions (rows) against the real actions they occurred with (columns), on the held-out
+    transitions the agreement is scored on."""
+    names, rows = confusion["real_action_names"], confusion["latent_by_real"]
+    width = max(6, *(len(n) for n in names))
+    lines = [f"{'latent':<8}" + "".join(f"{n:>{width + 1}}" for n in names)]
+    lines += [f"{i:<8}" + "".join(f"{c:>{width + 1}}" for c in row) for i, row in enumerate(rows) if sum(row)]
+    total = sum(map(sum, rows))
+    lines.append(
+        f"({total} held-out transitions; always guessing the commonest real action scores {chance:.2f})"
+    )
+    return "\n".join(lines)
 
 
 def cmd_sample(args) -> int:

@@ -22,6 +22,7 @@ Dimension letters, the same in every file of the project (each file repeats the 
     C     code dim: a VQ code or a latent action vector
     A     number of latent actions
     E     episodes of a dataset
+    L     sequence length of one attention call (Lq queries, Lk keys); M rows of a flattened matrix
 
 Never letters, always words: `window` (frames one temporal query sees, itself included), `slots`
 (frames a ring cache holds, window - 1), `steps` (MaskGIT refinement steps), `size` (image side).

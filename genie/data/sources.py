@@ -18,6 +18,7 @@ from tqdm import tqdm
 from genie.core.errors import GenieError, GenieFileNotFoundError, GenieValueError
 from genie.core.frames import FITS, resize_frame
 from genie.data.episodes import EpisodeWriter
+from genie.data.games import action_names, game_settings, honest_kwargs, make_env, observe
 
 POLICIES = ("sticky", "random")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -32,54 +33,6 @@ def _check_size(size: int) -> int:
 
 
 # --- Gymnasium ---
-
-
-def make_env(env_id: str, env_kwargs: dict):
-    import gymnasium as gym
-
-    if env_id.startswith("ALE/"):
-        try:
-            import ale_py
-        except ImportError:
-            raise GenieError(
-                f'{env_id} needs the Atari emulator: install it with `pip install -e ".[atari]"`.'
-            ) from None
-        gym.register_envs(ale_py)
-    try:
-        env = gym.make(env_id, render_mode="rgb_array", **env_kwargs)
-    except gym.error.Error as e:
-        raise GenieValueError(
-            f"Unknown Gymnasium environment {env_id!r} ({e}): check the id, e.g. ALE/Breakout-v5 or CartPole-v1."
-        ) from None
-    except TypeError as e:
-        raise GenieValueError(
-            f"{env_id} rejected the env kwargs {env_kwargs} ({e}): fix --env-kwargs."
-        ) from None
-    if "rgb_array" not in env.metadata.get("render_modes", []):
-        env.close()
-        raise GenieValueError(
-            f"{env_id} cannot render rgb_array frames: pick an env that supports rgb_array."
-        )
-    return env
-
-
-def render_frame(env, env_id: str) -> np.ndarray:
-    frame = env.render()
-    if not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3):
-        raise GenieValueError(
-            f"{env_id} returned no rgb_array frame from render(): pick an env that supports rgb_array."
-        )
-    return frame
-
-
-def _action_names(env, space) -> list[str]:
-    """The game's names for its actions (ALE: NOOP, FIRE, RIGHT, ...), else "0", "1", ..."""
-    meanings = getattr(env.unwrapped, "get_action_meanings", None)
-    try:
-        names = [str(n) for n in meanings()] if meanings is not None else None
-    except Exception:  # some envs define the method but cannot answer before reset
-        names = None
-    return names if names and len(names) == int(space.n) else [str(i) for i in range(int(space.n))]
 
 
 def collect(
@@ -118,9 +71,10 @@ def collect(
         meta = {
             "source": "gym",
             "env_id": env_id,
-            "env_kwargs": env_kwargs,
+            "env_kwargs": honest_kwargs(env_id, env_kwargs),
             "num_actions": int(space.n) if discrete else None,
-            "action_names": _action_names(env, space) if discrete else None,
+            "action_names": action_names(env, space) if discrete else None,
+            **game_settings(env),  # what each recorded step ran: frame skip, sticky-action probability
             "size": size,
             "fit": fit,
             "policy": policy,
@@ -134,8 +88,8 @@ def collect(
         with EpisodeWriter(out, frame_shape=(size, size, 3), meta=meta) as writer:
             bar = tqdm(total=episodes, unit="ep", disable=not progress, desc=f"collect {env_id}")
             for k in range(episodes):
-                env.reset(seed=seed + k)
-                frames = [resize_frame(render_frame(env, env_id), size, fit)]
+                obs, _ = env.reset(seed=seed + k)
+                frames = [resize_frame(observe(env, obs, env_id), size, fit)]
                 actions, rewards, terminated, truncated = [], [], [], []
                 previous = None
                 for _ in range(max_steps):
@@ -144,8 +98,8 @@ def collect(
                     else:
                         action = space.sample()
                     previous = action
-                    _, reward, term, trunc, _ = env.step(action)
-                    frames.append(resize_frame(render_frame(env, env_id), size, fit))
+                    obs, reward, term, trunc, _ = env.step(action)
+                    frames.append(resize_frame(observe(env, obs, env_id), size, fit))
                     if discrete:
                         actions.append(int(action) - int(space.start))
                     rewards.append(float(reward))

@@ -1,6 +1,6 @@
 """PPO in imagination, in the style of CleanRL's single-file algorithms, on GenieVectorEnv's tensor path.
 
-Letters: S rollout steps, B envs, H W pixels, A latent actions.
+Letters: T rollout steps per env, B envs, H W pixels, A latent actions.
 
 Gymnasium 1.x NEXT_STEP autoreset: the step after an env's episode ends only restarts that env (its
 action is ignored and its reward is 0). Such "reset transitions" are not experience: they are masked out
@@ -25,7 +25,7 @@ from tqdm import tqdm
 from genie.core.errors import GenieFileNotFoundError, GenieValueError
 from genie.core.frames import resize_frame, to_float
 from genie.core.io import atomic_dir, write_json_atomic
-from genie.data.sources import make_env, render_frame
+from genie.data.games import make_env, observe
 from genie.world import World
 
 
@@ -113,29 +113,29 @@ def train(envs, args: Args, out=None, progress: bool = True, log=None) -> dict:
     device = envs.world.device
     torch.manual_seed(args.seed)
     g = torch.Generator(device=device).manual_seed(args.seed)
-    B, S = envs.num_envs, args.num_steps
+    B, T = envs.num_envs, args.num_steps
     agent = Agent(envs.world.image_size, envs.world.num_actions).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.lr, eps=1e-5)
     H = W = envs.world.image_size
-    obs_buf = torch.zeros(S, B, H, W, 3, dtype=torch.uint8, device=device)
-    act_buf = torch.zeros(S, B, dtype=torch.long, device=device)
-    logp_buf, rew_buf, val_buf = (torch.zeros(S, B, device=device) for _ in range(3))
-    done_buf = torch.zeros(S, B, device=device)  # episode ended at this step (terminated or truncated)
-    term_buf = torch.zeros(S, B, device=device)  # ended by termination: no bootstrap from its last frame
-    valid_buf = torch.zeros(S, B, device=device)  # 0 for NEXT_STEP reset transitions
+    obs_buf = torch.zeros(T, B, H, W, 3, dtype=torch.uint8, device=device)
+    act_buf = torch.zeros(T, B, dtype=torch.long, device=device)
+    logp_buf, rew_buf, val_buf = (torch.zeros(T, B, device=device) for _ in range(3))
+    done_buf = torch.zeros(T, B, device=device)  # episode ended at this step (terminated or truncated)
+    term_buf = torch.zeros(T, B, device=device)  # ended by termination: no bootstrap from its last frame
+    valid_buf = torch.zeros(T, B, device=device)  # 0 for NEXT_STEP reset transitions
 
     obs, _ = envs.reset(seed=args.seed)
     obs = torch.as_tensor(obs, device=device)
     prev_done = torch.zeros(B, dtype=torch.bool, device=device)  # the next step only resets these envs
     episode_return = torch.zeros(B, device=device)
     finished: list[float] = []
-    updates = max(1, args.total_steps // (B * S))
+    updates = max(1, args.total_steps // (B * T))
     t0, steps_done = time.time(), 0
-    bar = tqdm(total=updates * B * S, desc="ppo", unit="step", disable=not progress)
+    bar = tqdm(total=updates * B * T, desc="ppo", unit="step", disable=not progress)
     for update in range(updates):
         for group in optimizer.param_groups:
             group["lr"] = args.lr * (1 - update / updates)
-        for t in range(S):
+        for t in range(T):
             with torch.no_grad():
                 action, logp, _, value = agent.act(obs, generator=g)
             obs_buf[t], act_buf[t], logp_buf[t], val_buf[t] = obs, action, logp, value
@@ -155,13 +155,13 @@ def train(envs, args: Args, out=None, progress: bool = True, log=None) -> dict:
         # --- GAE over valid transitions; a reset transition separates episodes ---
         with torch.no_grad():
             next_value = agent.value(obs)
-            adv = torch.zeros(S, B, device=device)
+            adv = torch.zeros(T, B, device=device)
             last = torch.zeros(B, device=device)
-            for t in reversed(range(S)):
+            for t in reversed(range(T)):
                 # Under NEXT_STEP the observation stored at t+1 is the frame step t produced, also when
                 # the episode ended there (the reset happens one step later): its value is the bootstrap,
                 # except after a termination.
-                nv = (next_value if t == S - 1 else val_buf[t + 1]) * (1.0 - term_buf[t])
+                nv = (next_value if t == T - 1 else val_buf[t + 1]) * (1.0 - term_buf[t])
                 delta = rew_buf[t] + args.gamma * nv - val_buf[t]
                 last = delta + args.gamma * args.gae_lambda * (1.0 - done_buf[t]) * last
                 last = last * valid_buf[t]  # reset transitions carry no advantage
@@ -190,8 +190,8 @@ def train(envs, args: Args, out=None, progress: bool = True, log=None) -> dict:
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
-        steps_done += B * S
-        bar.update(B * S)
+        steps_done += B * T
+        bar.update(B * T)
         recent = finished[-50:]
         if log is not None:
             log(
@@ -259,19 +259,17 @@ def evaluate_real(
     for name in ("policy", "random"):
         returns = []
         for k in tqdm(range(episodes), desc=f"eval {name} in {env_id}", disable=not progress):
-            env.reset(seed=seed + k)
+            obs, _ = env.reset(seed=seed + k)
             total, done, steps = 0.0, False, 0
             while not done and steps < max_steps:
                 if name == "policy":
-                    frame = torch.from_numpy(resize_frame(render_frame(env, env_id), agent.image_size, fit))[
-                        None
-                    ]
+                    frame = resize_frame(observe(env, obs, env_id), agent.image_size, fit)
                     with torch.no_grad():
-                        latent = int(agent.act(frame)[0])
+                        latent = int(agent.act(torch.from_numpy(frame)[None])[0])
                     action = real_for_latent[latent]
                 else:
                     action = int(rng.integers(env.action_space.n))
-                _, reward, terminated, truncated, _ = env.step(action)
+                obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)
                 done, steps = terminated or truncated, steps + 1
             returns.append(total)

@@ -6,6 +6,8 @@ evaluate_world:     from the first frame of each held-out window, generate `hori
                     latent actions (x^'_t). psnr[t] = PSNR(x_t, x^_t) for t = 1..horizon;
                     delta_psnr_t4 = PSNR(x_4, x^_4) - PSNR(x_4, x^'_4) (controllability).
                     latent_action_usage and, where the data has real actions, action_agreement.
+
+Letters: B batch, T frames, H W pixels, N tokens per frame, A latent actions.
 """
 
 from __future__ import annotations
@@ -153,5 +155,8 @@ def evaluate_world(
         num_real = int(ds.meta.get("num_actions") or real.max() + 1)
         agree = action_agreement(lat, real, A, num_real, fit_size=200, seed=seed)
         result["action_agreement"] = agree["accuracy"]
+        result["action_agreement_chance"] = agree["chance"]
         result["action_agreement_fit_transitions"] = agree["fit"]
+        names = ds.meta.get("action_names") or [str(i) for i in range(num_real)]
+        result["confusion"] = {"latent_by_real": agree["confusion"], "real_action_names": names}
     return result

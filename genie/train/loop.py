@@ -12,6 +12,8 @@ Run folder layout (`out`):
 
 Exact resume: batches are a pure function of (seed, step, micro-step, rank) (see StepSampler), the LR is
 a pure function of the step, and accelerate restores the weights, optimizer moments and RNG states.
+
+Letters: B batch, T frames, H W pixels.
 """
 
 from __future__ import annotations

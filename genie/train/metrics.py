@@ -1,7 +1,7 @@
 """Image metrics (the Genie paper's): PSNR and SSIM on frames in [0, 1], and the helpers behind
 controllability (delta PSNR) and latent-to-real action agreement.
 
-Letters: B batch, T frames, H W pixels, C channels.
+Letters: B batch, T frames, H W pixels (3 colour channels).
 """
 
 from __future__ import annotations
@@ -18,26 +18,26 @@ def _float01(x: torch.Tensor) -> torch.Tensor:
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-frame PSNR in dB. pred/target (..., H, W, C), uint8 or float in [0, 1] -> (...)."""
+    """Per-frame PSNR in dB. pred/target (..., H, W, 3), uint8 or float in [0, 1] -> (...)."""
     mse = (_float01(pred) - _float01(target)).pow(2).flatten(-3).mean(-1)
     return 10 * torch.log10(1.0 / mse.clamp(min=1e-10))
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Per-frame SSIM (Gaussian window, mean over channels). (..., H, W, C) -> (...)."""
+    """Per-frame SSIM (Gaussian window, mean over channels). (..., H, W, 3) -> (...)."""
     p, t = _float01(pred), _float01(target)
     lead = p.shape[:-3]
-    H, W, C = p.shape[-3:]
-    p = p.reshape(-1, H, W, C).permute(0, 3, 1, 2)
-    t = t.reshape(-1, H, W, C).permute(0, 3, 1, 2)
+    H, W, channels = p.shape[-3:]
+    p = p.reshape(-1, H, W, channels).permute(0, 3, 1, 2)
+    t = t.reshape(-1, H, W, channels).permute(0, 3, 1, 2)
     window = min(window, H, W) | 1
     coords = torch.arange(window, dtype=torch.float32) - window // 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = (g / g.sum()).to(p.device)
-    kernel = (g[:, None] * g[None, :]).expand(C, 1, window, window)
+    kernel = (g[:, None] * g[None, :]).expand(channels, 1, window, window)
 
     def blur(x):
-        return F.conv2d(x, kernel, groups=C)
+        return F.conv2d(x, kernel, groups=channels)
 
     mu_p, mu_t = blur(p), blur(t)
     var_p = blur(p * p) - mu_p**2
@@ -66,7 +66,9 @@ def fit_action_mapping(latent: np.ndarray, real: np.ndarray, num_latent: int, nu
 def action_agreement(
     latent: np.ndarray, real: np.ndarray, num_latent: int, num_real: int, fit_size: int = 200, seed: int = 0
 ) -> dict:
-    """Fit the latent->real map on at most `fit_size` random transitions; accuracy on the rest."""
+    """Fit the latent->real map on at most `fit_size` random transitions; accuracy on the rest, against
+    `chance` (always guessing the commonest real action of the rest), and the confusion table of the
+    rest: confusion[latent][real] counts transitions (it sums to `test`)."""
     n = len(latent)
     if n < 2:
         return {"accuracy": None, "fit": 0, "test": 0}
@@ -75,8 +77,12 @@ def action_agreement(
     fit_idx, test_idx = order[:k], order[k:]
     mapping = fit_action_mapping(latent[fit_idx], real[fit_idx], num_latent, num_real)
     pred = np.asarray(mapping["real_for_latent"])[latent[test_idx]]
+    confusion = np.zeros((num_latent, num_real), dtype=np.int64)
+    np.add.at(confusion, (latent[test_idx].astype(np.int64), real[test_idx].astype(np.int64)), 1)
     return {
         "accuracy": float((pred == real[test_idx]).mean()),
+        "chance": float(confusion.sum(0).max() / max(len(test_idx), 1)),
+        "confusion": confusion.tolist(),
         "fit": int(k),
         "test": len(test_idx),
         "mapping": mapping,

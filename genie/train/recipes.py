@@ -8,6 +8,8 @@
 
 `steps` is the budget per model. With `resume`, each stage continues from its last checkpoint, and
 stages already finished are skipped.
+
+Letters: B batch, T frames, H W pixels, N tokens per frame, A latent actions, C code dim.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ compile=True; CUDA graphs) instead of breaking the graph at the Python launch co
 Triton is imported lazily, on the first Triton call, so `import genie.core.kernels` is cheap and works
 without triton. On a CPU the Triton path needs Triton's interpreter: TRITON_INTERPRET=1 set before that
 first call (the tests do this; it is slow and only checks correctness).
+
+Letters: B' batch (flattened), nh heads, Lq queries, Lk keys, K head dim, V vocabulary, C code dim.
 """
 
 from __future__ import annotations
@@ -121,8 +123,8 @@ def _attention_op(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> 
 
 @_attention_op.register_fake
 def _(q, k, v, attn_mask):
-    Bp, H, Lq, K = q.shape
-    return q.new_empty(Bp, Lq, H, K).transpose(1, 2)  # the kernel's (B', Lq, H, K)-contiguous output
+    Bp, nh, Lq, K = q.shape
+    return q.new_empty(Bp, Lq, nh, K).transpose(1, 2)  # the kernel's (B', Lq, nh, K)-contiguous output
 
 
 @custom_op("genie::rms_norm", mutates_args=())
@@ -170,7 +172,7 @@ def _(logits, tokens, masked, gumbel, temperature, num_to_keep_masked):
 
 
 def attention(q, k, v, attn_mask=None):
-    """q (B', H, Lq, K), k/v (B', H, Lk, K); attn_mask bool, True = may attend: (Lq, Lk) for all, or
+    """q (B', nh, Lq, K), k/v (B', nh, Lk, K); attn_mask bool, True = may attend: (Lq, Lk) for all, or
     (B', 1, Lq, Lk) per sequence (the Triton path takes these two; other masks go to the reference)."""
     plain_mask = attn_mask is None or (
         attn_mask.dtype == torch.bool

@@ -1,11 +1,13 @@
 """Flash-style attention (online softmax, fp32 accumulation) read through arbitrary strides.
 
-    attention(q, k, v)    q (B', H, Lq, K), k/v (B', H, Lk, K): one sequence per (b', h)
+    attention(q, k, v)    q (B', nh, Lq, K), k/v (B', nh, Lk, K): one sequence per (b', h)
 
 q, k and v may be strided views (nn.Attention's permuted slices of one qkv projection): no copies. The
 optional bool mask is (Lq, Lk) for every sequence or (B', 1, Lq, Lk) per sequence (broadcast over heads:
 the KV-cache rows' valid frames). Rows with no visible key give 0 (SDPA gives NaN); the models never
 produce one. Forward only.
+
+Letters: B' batch (flattened), nh heads, Lq queries, Lk keys, K head dim.
 """
 
 from __future__ import annotations
@@ -45,10 +47,10 @@ def _attention_fwd(
     smb,
     sml,
     smk,
-    H,
+    nh,
     Lq,
     Lk,
-    D,
+    head_dim,
     scale,
     HAS_MASK: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -57,11 +59,11 @@ def _attention_fwd(
     PREC: tl.constexpr,
 ):
     z = tl.program_id(0).to(tl.int64)
-    b, h = z // H, z % H
+    b, h = z // nh, z % nh
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    q_mask = (offs_m[:, None] < Lq) & (offs_d[None, :] < D)
+    q_mask = (offs_m[:, None] < Lq) & (offs_d[None, :] < head_dim)
     q = tl.load(
         Q + b * sqb + h * sqh + offs_m[:, None] * sql + offs_d[None, :] * sqd,
         mask=q_mask,
@@ -75,7 +77,7 @@ def _attention_fwd(
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     for start in range(0, Lk, BLOCK_N):
         cols = start + offs_n
-        kv_mask = (cols[:, None] < Lk) & (offs_d[None, :] < D)
+        kv_mask = (cols[:, None] < Lk) & (offs_d[None, :] < head_dim)
         k = tl.load(K_base + cols[:, None] * skl + offs_d[None, :] * skd, mask=kv_mask, other=0.0)
         v = tl.load(V_base + cols[:, None] * svl + offs_d[None, :] * svd, mask=kv_mask, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale  # (BLOCK_M, BLOCK_N) fp32
@@ -104,16 +106,16 @@ def _attention_fwd(
 
 
 def attention(q, k, v, attn_mask=None):
-    """q (B', H, Lq, K), k/v (B', H, Lk, K), attn_mask bool (Lq, Lk), (B', 1, Lq, Lk) or None
-    -> (B', H, Lq, K).
+    """q (B', nh, Lq, K), k/v (B', nh, Lk, K), attn_mask bool (Lq, Lk), (B', 1, Lq, Lk) or None
+    -> (B', nh, Lq, K).
 
-    The output is stored (B', Lq, H, K)-contiguous and returned as a transposed view, so the usual
-    `out.transpose(1, 2).reshape(B', Lq, H*K)` that follows is free."""
-    Bp, H, Lq, D = q.shape
+    The output is stored (B', Lq, nh, K)-contiguous and returned as a transposed view, so the usual
+    `out.transpose(1, 2).reshape(B', Lq, nh*K)` that follows is free."""
+    Bp, nh, Lq, head_dim = q.shape
     Lk = k.shape[2]
-    out = torch.empty(Bp, Lq, H, D, device=q.device, dtype=q.dtype).transpose(1, 2)  # (B', H, Lq, K)
+    out = torch.empty(Bp, Lq, nh, head_dim, device=q.device, dtype=q.dtype).transpose(1, 2)  # (B', nh, Lq, K)
     LAUNCHES["attention"] += 1
-    if Bp * H == 0 or Lq == 0:
+    if Bp * nh == 0 or Lq == 0:
         return out
     if attn_mask is None:
         mask_arg, (smb, sml, smk) = q, (0, 0, 0)
@@ -126,7 +128,7 @@ def attention(q, k, v, attn_mask=None):
         mask_arg = mask_arg.view(torch.uint8)
     BLOCK_M = next_pow2(Lq) if Lq <= 64 else 64
     BLOCK_N = min(64, next_pow2(Lk))
-    _attention_fwd[(Bp * H, triton.cdiv(Lq, BLOCK_M))](
+    _attention_fwd[(Bp * nh, triton.cdiv(Lq, BLOCK_M))](
         q,
         k,
         v,
@@ -139,15 +141,15 @@ def attention(q, k, v, attn_mask=None):
         smb,
         sml,
         smk,
-        H,
+        nh,
         Lq,
         Lk,
-        D,
-        1.0 / math.sqrt(D),
+        head_dim,
+        1.0 / math.sqrt(head_dim),
         HAS_MASK=attn_mask is not None,
         BLOCK_M=BLOCK_M,
         BLOCK_N=BLOCK_N,
-        BLOCK_D=next_pow2(D),
+        BLOCK_D=next_pow2(head_dim),
         PREC=dot_precision(q.dtype),
     )
     return out

@@ -1,7 +1,9 @@
 """RMSNorm over the last dim, fp32 statistics, several rows per program.
 
-rms_norm reads x through its strides (up to 4 leading dims), so QK-norm on a permuted (B', H, L, K) view
+rms_norm reads x through its strides (up to 4 leading dims), so QK-norm on a permuted (B', nh, L, K) view
 costs no copy; the output is contiguous. Forward only.
+
+Letters: B' batch (flattened), nh heads, L sequence length, K head dim.
 """
 
 from __future__ import annotations

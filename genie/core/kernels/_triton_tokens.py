@@ -11,6 +11,8 @@ top-k would not pay for itself, and a stable sort pins the documented tie rule t
 
 token_cross_entropy: forward writes the per-row loss and logsumexp (M floats each); backward writes
 softmax - onehot, scaled by grad / count, straight into a gradient of the logits' dtype.
+
+Letters: V vocabulary, B' rows.
 """
 
 from __future__ import annotations

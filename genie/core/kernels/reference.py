@@ -1,7 +1,7 @@
 """Plain PyTorch references. Every Triton kernel in this package computes one of these functions;
 the CPU path always runs them, and the parity tests compare against them.
 
-Dimension letters: B batch, N tokens per frame, H heads, K head dim, L sequence length, M rows,
+Letters: B batch, N tokens per frame, nh heads, K head dim, L sequence length, M rows,
 V vocabulary (logits), C code dim, Kc codes.
 """
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 
 def attention(q, k, v, attn_mask=None):
-    """q (B', H, Lq, K), k/v (B', H, Lk, K); attn_mask bool (Lq, Lk), True = may attend."""
+    """q (B', nh, Lq, K), k/v (B', nh, Lk, K); attn_mask bool (Lq, Lk), True = may attend."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
 
