@@ -106,3 +106,16 @@ def test_agreement_confusion_table_sums_to_the_held_out_transitions():
         {"latent_by_real": agree["confusion"], "real_action_names": ["NOOP", "L", "R"]}, 0.4
     )
     assert "NOOP" in table and "300 held-out transitions" in table
+
+
+def test_identify_finds_visible_actions_and_says_chance(tmp_path):
+    """The sprite's moves show in every frame pair: the probes find them; NOOP moves nothing."""
+    from synthetic import write_sprite_dataset
+
+    from genie.train.identify import identify
+
+    data = write_sprite_dataset(tmp_path / "s", episodes=20, length=24, size=16, sprite=4, step=4, wrap=False)
+    report = identify(data, steps=150, progress=False)
+    assert report["pair_probe_accuracy"] >= 0.9 and report["history_probe_accuracy"] >= 0.9
+    assert report["chance"] < 0.5 and report["test_transitions"] == 2 * 23
+    assert report["motion_per_action"][0] == 0.0 and min(report["motion_per_action"][1:]) > 10

@@ -52,7 +52,11 @@ def add_cli(subparsers) -> None:
     p.add_argument("--policy", choices=POLICIES, default="sticky", help="random, or sticky-random actions")
     p.add_argument("--sticky-prob", type=float, default=0.75, help="sticky policy: P(repeat the last action)")
     p.add_argument("--max-steps", type=int, default=1000, help="steps per episode at most")
-    p.add_argument("--env-kwargs", default=None, help="JSON object passed to gymnasium.make")
+    p.add_argument(
+        "--env-kwargs",
+        default=None,
+        help="JSON object passed to gymnasium.make (ALE envs get repeat_action_probability 0 unless set here)",
+    )
     p.add_argument(
         "--fit",
         choices=FITS,

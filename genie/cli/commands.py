@@ -22,6 +22,7 @@ from genie.core.errors import GenieError, GenieValueError
 from genie.data.video import write_video
 from genie.rl import ppo
 from genie.train import evaluate, recipes
+from genie.train.identify import identify
 from genie.world import World, export_world
 
 
@@ -172,6 +173,23 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_identify(args) -> int:
+    report = identify(args.data, steps=args.steps, seed=args.seed, progress=not args.json)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    names = report["action_names"]
+    print(f"{'action':<16}{'mean |x_t+1 - x_t| (0-255)':>28}")
+    for name, motion in zip(names, report["motion_per_action"]):
+        print(f"{name:<16}{'-' if motion is None else f'{motion:.2f}':>28}")
+    print(
+        f"{report['env_id']} (frame skip {report['frame_skip']}): action from the frames, held out: pair probe "
+        f"{report['pair_probe_accuracy']:.2f}, with one frame of history {report['history_probe_accuracy']:.2f}, "
+        f"chance {report['chance']:.2f} ({report['test_transitions']} transitions)"
+    )
+    return 0
+
+
 def cmd_export(args) -> int:
     dtype = None if args.fp32 else torch.float16
     dst = export_world(args.world, args.out, dtype=dtype, with_lam=not args.without_lam)
@@ -293,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "identify", help="how identifiable a dataset's recorded actions are from its frames (before training)"
+    )
+    p.add_argument("--data", required=True, help="dataset folder recorded with `genie collect`")
+    p.add_argument("--steps", type=int, default=300, help="training steps of each supervised probe")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("export", help="copy a world without its training state, fp16 weights (for shipping)")
     p.add_argument("--world", required=True)
