@@ -144,12 +144,10 @@ def to_dict(cfg) -> dict:
     return asdict(cfg)
 
 
-# Options removed after genie 0.1.0, when their ablations lost (docs/RESULTS.md): kind -> {field: the
-# value every model builds now}. A saved config holding that value converts by dropping the field.
-# (A config without the field is read as the current format: dynamics configs written before
-# spatial_rope existed, which meant False, cannot be told apart from it.)
-# Options removed after genie 0.1.0 (checkpoint format 1): field -> (the value the model kept, the
-# field's default in 0.1.0, which a config written before the field existed means).
+# Options removed after genie 0.1.0, when their ablations lost (docs/RESULTS.md), as written by
+# checkpoint format 1: kind -> {field: (the value every model builds now, the field's 0.1.0 default,
+# which a format-1 config written before the field existed means)}. A format-1 config holding the kept
+# value converts by dropping the field; any other value is refused.
 REMOVED_OPTIONS: dict[str, dict[str, tuple]] = {
     "lam": {
         "positions": ("relative", "relative"),
