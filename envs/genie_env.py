@@ -105,10 +105,17 @@ class GenieEnv(gym.Env):
             render_mode, self.metadata["render_modes"], max_episode_steps
         )
         self.world = load_world(world, device, compile)
+        self.world.check_sampling(maskgit_steps, temperature)  # bad values fail here, not at the first step
         # Load the prompt now: a bad prompt fails at construction, and resets don't re-read files.
         self.prompt = self.world.prompt_clip(default_prompt(self.world) if prompt is None else prompt)
         self.maskgit_steps, self.temperature = maskgit_steps, temperature
         self.max_episode_steps = max_episode_steps
+        if (
+            isinstance(render_scale, bool)
+            or not isinstance(render_scale, (int, np.integer))
+            or render_scale < 1
+        ):
+            raise GenieValueError(f"render_scale must be an integer >= 1, got {render_scale!r}.")
         self.render_mode, self.render_scale = render_mode, int(render_scale)
         S = self.world.image_size
         self.observation_space = gym.spaces.Box(0, 255, (S, S, 3), np.uint8)

@@ -63,6 +63,7 @@ class GenieVectorEnv(VectorEnv):
         )
         self.num_envs = int(num_envs)
         self.world = load_world(world, device, compile)
+        self.world.check_sampling(maskgit_steps, temperature)  # bad values fail here, not at the first step
         if not self.world.use_cache:
             raise GenieValueError(
                 "GenieVectorEnv restarts single envs, which needs a World with use_cache=True."

@@ -229,3 +229,13 @@ def test_real_action_space_plays_the_mapped_latent_actions(tmp_path, prompt):
     vec.step(np.array([3, 1]))
     with pytest.raises(ValueError, match="no action mapping|latent<->real"):
         GenieEnv(world=tiny_world(tmp_path / "plain"), prompt=prompt, action_space="real")
+
+
+def test_bad_env_settings_fail_at_construction(tmp_path, prompt):
+    world_dir = tiny_world(tmp_path / "w")
+    with pytest.raises(ValueError, match="render_scale"):
+        GenieEnv(world=world_dir, prompt=prompt, render_scale=0)
+    with pytest.raises(ValueError, match="maskgit_steps"):
+        GenieEnv(world=world_dir, prompt=prompt, maskgit_steps=0)
+    with pytest.raises(ValueError, match="temperature"):
+        GenieEnv(world=world_dir, prompt=prompt, temperature=-1.0)

@@ -136,3 +136,24 @@ def test_export_writes_a_smaller_world_that_steps_like_the_original(world_dir, t
         world.reset(np.full((32, 32, 3), 90, np.uint8))
         frames.append(torch.stack([world.step([a], temperature=0) for a in (1, 2, 3)]).float())
     assert (frames[0] - frames[1]).abs().mean() < 8  # fp16 weights: close to the fp32 world
+
+
+def test_bad_sampling_values_prompts_and_batch_sizes_are_refused(world_dir):
+    """One clear sentence each, nothing silently replaced: 0 steps is not the default, 2.7 is not 2, a
+    negative or infinite temperature is not a temperature, an empty prompt is not a black frame."""
+    world = World.load(world_dir)
+    world.reset(np.zeros((32, 32, 3), np.uint8), batch_size=2)
+    for steps in (0, -1, 2.7, True):
+        with pytest.raises(ValueError, match="maskgit_steps must be an integer >= 1"):
+            world.step([0, 1], maskgit_steps=steps)
+    for temperature in (-1.0, float("inf"), float("nan"), "hot"):
+        with pytest.raises(ValueError, match="temperature must be"):
+            world.step([0, 1], temperature=temperature)
+    assert world.step([0, 1], maskgit_steps=2, temperature=0).shape[0] == 2  # 0: greedy, still valid
+    for batch_size in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+            world.reset(np.zeros((32, 32, 3), np.uint8), batch_size=batch_size)
+    with pytest.raises(ValueError, match="empty list of prompts"):
+        world.reset([])
+    with pytest.raises(ValueError, match="no pixels"):
+        world.reset(np.zeros((0, 64, 3), np.uint8))

@@ -48,6 +48,8 @@ def load_prompt_frames(prompt, size: int, fit: str = "crop") -> np.ndarray:
             f"Unsupported prompt type {type(prompt).__name__}: pass an image path, a PIL image or a uint8 array."
         )
     arr = prompt
+    if arr.size == 0:
+        raise GenieValueError(f"Prompt array has shape {arr.shape}, with no pixels: pass a non-empty image.")
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating) and arr.size and 0.0 <= arr.min() and arr.max() <= 1.0:
             arr = (arr * 255).round().astype(np.uint8)

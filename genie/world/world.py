@@ -17,6 +17,8 @@ Rewards and terminations of imagined transitions come from the world's reward mo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -131,6 +133,12 @@ class World:
         return torch.from_numpy(np.array(frames, dtype=np.uint8)).to(self.device)
 
     def _prompt_batch(self, prompts, batch_size: int | None) -> torch.Tensor:
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
+        ):
+            raise GenieValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        if isinstance(prompts, (list, tuple)) and not prompts:
+            raise GenieValueError("Got an empty list of prompts: pass one prompt, or one per world.")
         if isinstance(prompts, (list, tuple)):
             clips = [self.prompt_clip(p) for p in prompts]
             T = min(c.shape[0] for c in clips)
@@ -242,6 +250,20 @@ class World:
             return self.reward_fn(self._transition, self.last_actions)
         return self.reward_model.predict(self._transition)
 
+    def check_sampling(self, maskgit_steps=None, temperature=None) -> tuple[int, float]:
+        """Validate MaskGIT steps and temperature (None: the world's defaults) -> (steps, temperature)."""
+        steps = self.maskgit_steps if maskgit_steps is None else maskgit_steps
+        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise GenieValueError(f"maskgit_steps must be an integer >= 1, got {steps!r}.")
+        temp = self.temperature if temperature is None else temperature
+        if isinstance(temp, (bool, np.bool_)) or not isinstance(temp, (int, float, np.integer, np.floating)):
+            raise GenieValueError(f"temperature must be a number >= 0, got {temp!r}.")
+        if not math.isfinite(temp) or temp < 0:
+            raise GenieValueError(
+                f"temperature must be a finite number >= 0 (0 samples greedily), got {temp!r}."
+            )
+        return int(steps), float(temp)
+
     def check_actions(self, actions) -> torch.Tensor:
         """Validate actions -> int64 (B,) on the device."""
         if isinstance(actions, (bool, np.bool_)) or (isinstance(actions, float)):
@@ -281,10 +303,7 @@ class World:
         if self.rollout is None:
             raise GenieValueError("Call reset(prompt) before step(actions).")
         actions = self.check_actions(actions)
-        steps = int(maskgit_steps or self.maskgit_steps)
-        if steps < 1:
-            raise GenieValueError(f"maskgit_steps must be >= 1, got {steps}.")
-        temp = self.temperature if temperature is None else float(temperature)
+        steps, temp = self.check_sampling(maskgit_steps, temperature)
         if self.compile:
             tokens, self.frames = self._captured_step(actions, steps, temp, generator)
         else:
