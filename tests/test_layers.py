@@ -89,3 +89,15 @@ def test_no_module_over_the_line_budget():
         if (n := len(path.read_text().splitlines())) > MAX_LINES
     ]
     assert not long, long
+
+
+def test_the_tracked_tree_stays_small():
+    """No datasets, wheels or run folders in git: the whole tree travels to a GPU machine (< 40 MB)."""
+    import subprocess
+
+    proc = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:  # not a git checkout (an sdist): nothing to check
+        return
+    files = [ROOT / f for f in proc.stdout.split("\0") if f and (ROOT / f).is_file()]
+    assert not [f.name for f in files if f.suffix in (".whl", ".npy", ".tar", ".zip")]
+    assert sum(f.stat().st_size for f in files) < 40 * 2**20
