@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from envs.actions import latent_for_real, number_keys_to_action
-from genie.core.errors import GenieFileNotFoundError, GenieTypeError, GenieValueError
+from genie.core.errors import GenieFileNotFoundError, GenieTypeError, GenieValueError, positive_int
 from genie.world import World
 
 DEMO_WORLD = Path(__file__).resolve().parent.parent / "genie" / "assets" / "demo_world"
@@ -110,13 +110,7 @@ class GenieEnv(gym.Env):
         self.prompt = self.world.prompt_clip(default_prompt(self.world) if prompt is None else prompt)
         self.maskgit_steps, self.temperature = maskgit_steps, temperature
         self.max_episode_steps = max_episode_steps
-        if (
-            isinstance(render_scale, bool)
-            or not isinstance(render_scale, (int, np.integer))
-            or render_scale < 1
-        ):
-            raise GenieValueError(f"render_scale must be an integer >= 1, got {render_scale!r}.")
-        self.render_mode, self.render_scale = render_mode, int(render_scale)
+        self.render_mode, self.render_scale = render_mode, positive_int(render_scale, "render_scale")
         S = self.world.image_size
         self.observation_space = gym.spaces.Box(0, 255, (S, S, 3), np.uint8)
         # "latent": the world's |A| latent actions; "real": the game's own actions, each played as the

@@ -18,7 +18,7 @@ from einops import rearrange
 from torch import nn
 
 from genie.core import kernels
-from genie.core.cache import CacheStep, FullSequence, KVCache, TemporalCache
+from genie.core.cache import CacheStep, FullSequence, KVCache, TemporalCache, receptive_field
 
 
 class RMSNorm(nn.Module):
@@ -155,7 +155,7 @@ class STTransformer(nn.Module):
     @property
     def receptive_field(self) -> int:
         """Frames that can still influence the next output: depth * (window - 1) + 1."""
-        return len(self.blocks) * (self.window - 1) + 1
+        return receptive_field(len(self.blocks), self.window)
 
     def new_cache(self) -> KVCache:
         return KVCache(self.window)

@@ -26,6 +26,7 @@ influence the next output.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 import torch
@@ -44,7 +45,8 @@ def receptive_field(depth: int, window: int) -> int:
 
 class CacheStep(NamedTuple):
     """What every layer of one forward shares: the new frames' absolute indices (T,), the key mask
-    (None, (T, Tk) or (B*N, 1, T, Tk) bool), whether the frames are committed, and (ring) the slot index."""
+    (None, (T, Tk) or (B*N, 1, T, Tk) bool), whether the frames are committed, and (ring) the slot the
+    new frame goes to and the slots in oldest-first order."""
 
     positions: torch.Tensor
     mask: torch.Tensor | None
@@ -53,20 +55,21 @@ class CacheStep(NamedTuple):
     order: torch.Tensor | None = None
 
 
-class TemporalCache:
+class TemporalCache(ABC):
     """What a temporal attention layer asks of its past. See the module docstring."""
 
     window: int
 
+    @abstractmethod
     def begin(self, B: int, T: int, N: int, commit: bool, device) -> CacheStep:
-        raise NotImplementedError
+        """Once per forward, before the layers: the new frames' positions and the shared key mask."""
 
+    @abstractmethod
     def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor, step: CacheStep):
         """k, v (B*N, nh, T, K) of the new frames, already rotated -> (keys, values (B*N, nh, Tk, K), mask)."""
-        raise NotImplementedError
 
     def end(self, step: CacheStep) -> None:
-        pass
+        """Once per forward, after the layers: advance the position (caches that commit frames)."""
 
 
 class FullSequence(TemporalCache):

@@ -19,3 +19,10 @@ class GenieFileNotFoundError(GenieError, FileNotFoundError):
 
 class GenieTypeError(GenieError, TypeError):
     pass
+
+
+def positive_int(value, name: str) -> int:
+    """`value` as an int when it is an integer >= 1 (not a bool, not 2.7), else one GenieValueError."""
+    if isinstance(value, bool) or not hasattr(value, "__index__") or value < 1:
+        raise GenieValueError(f"{name} must be an integer >= 1, got {value!r}.")
+    return int(value)

@@ -24,7 +24,7 @@ import torch
 
 from dynamics.sampling import Rollout, noise_keys
 from genie.core.cache import FrameHistory, ring_from
-from genie.core.errors import GenieTypeError, GenieValueError
+from genie.core.errors import GenieTypeError, GenieValueError, positive_int
 from genie.core.frames import to_float, to_uint8
 from genie.world.folder import read_world, write_world_info
 from genie.world.prompt import load_prompt_frames
@@ -133,10 +133,8 @@ class World:
         return torch.from_numpy(np.array(frames, dtype=np.uint8)).to(self.device)
 
     def _prompt_batch(self, prompts, batch_size: int | None) -> torch.Tensor:
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1
-        ):
-            raise GenieValueError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+        if batch_size is not None:
+            batch_size = positive_int(batch_size, "batch_size")
         if isinstance(prompts, (list, tuple)) and not prompts:
             raise GenieValueError("Got an empty list of prompts: pass one prompt, or one per world.")
         if isinstance(prompts, (list, tuple)):
@@ -252,9 +250,7 @@ class World:
 
     def check_sampling(self, maskgit_steps=None, temperature=None) -> tuple[int, float]:
         """Validate MaskGIT steps and temperature (None: the world's defaults) -> (steps, temperature)."""
-        steps = self.maskgit_steps if maskgit_steps is None else maskgit_steps
-        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise GenieValueError(f"maskgit_steps must be an integer >= 1, got {steps!r}.")
+        steps = positive_int(self.maskgit_steps if maskgit_steps is None else maskgit_steps, "maskgit_steps")
         temp = self.temperature if temperature is None else temperature
         if isinstance(temp, (bool, np.bool_)) or not isinstance(temp, (int, float, np.integer, np.floating)):
             raise GenieValueError(f"temperature must be a number >= 0, got {temp!r}.")
@@ -262,7 +258,7 @@ class World:
             raise GenieValueError(
                 f"temperature must be a finite number >= 0 (0 samples greedily), got {temp!r}."
             )
-        return int(steps), float(temp)
+        return steps, float(temp)
 
     def check_actions(self, actions) -> torch.Tensor:
         """Validate actions -> int64 (B,) on the device."""
