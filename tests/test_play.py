@@ -131,7 +131,9 @@ def test_keymap_from_action_mapping():
     assert km.actions["1"] == 0 and km.actions["8"] == 7
     assert km.actions["left"] == 3 and km.actions["right"] == 5 and km.actions["space"] == 7
     assert km.idle_action == 2 and "up" not in km.actions  # UPLEFT stays on its number key
-    assert "left=3 (LEFT)" in " ".join(km.legend())
+    legend = km.legend()
+    assert legend[0] == "Left: LEFT  Right: RIGHT  Space: FIRE  (no key: NOOP)"  # the game's keys first
+    assert legend[1] == "1-8: raw latent actions 0-7"
     assert Keymap.for_world(8, {"action_mapping": MAPPING}, idle_action=4).idle_action == 4
     plain = Keymap.for_world(8, {})
     assert plain.idle_action == 0 and set(plain.actions) == {str(k) for k in range(1, 9)}

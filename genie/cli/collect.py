@@ -6,7 +6,7 @@ import json
 
 from genie.core.errors import GenieValueError
 from genie.core.frames import FITS
-from genie.data.sources import POLICIES, collect, ingest
+from genie.data.sources import PIL_ANIMATION_EXTS, POLICIES, VIDEO_EXTS, collect, ingest
 
 
 def _run_collect(args) -> int:
@@ -37,7 +37,9 @@ def _run_collect(args) -> int:
 
 
 def _run_ingest(args) -> int:
-    ingest(args.paths, args.out, size=args.size, progress=not args.quiet, fit=args.fit)
+    ingest(
+        args.paths, args.out, size=args.size, progress=not args.quiet, fit=args.fit, skip_bad=args.skip_bad
+    )
     return 0
 
 
@@ -55,7 +57,8 @@ def add_cli(subparsers) -> None:
     p.add_argument(
         "--env-kwargs",
         default=None,
-        help="JSON object passed to gymnasium.make (ALE envs get repeat_action_probability 0 unless set here)",
+        help="JSON object passed to gymnasium.make (default: none; ALE envs get repeat_action_probability 0 "
+        "unless set here)",
     )
     p.add_argument(
         "--fit",
@@ -66,12 +69,32 @@ def add_cli(subparsers) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run_collect)
 
-    p = subparsers.add_parser("ingest", help="turn videos, GIFs or image folders into action-free episodes")
-    p.add_argument("paths", nargs="+", help="video files (mp4, webm, gif, ...) or folders of images")
+    p = subparsers.add_parser(
+        "ingest",
+        help="turn videos, GIFs or image folders into action-free episodes",
+        description="Each video or GIF, and each folder of frames (images sorted by name), becomes one "
+        "action-free episode. Folders are searched recursively and may mix formats.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        help=f"videos ({', '.join(sorted(VIDEO_EXTS | PIL_ANIMATION_EXTS))}), folders of images, or folders "
+        "holding any of these (searched recursively)",
+    )
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
     p.add_argument("--size", type=int, default=64, help="frames are resized to size x size")
     p.add_argument(
-        "--fit", choices=FITS, default="crop", help="how frames become square (see genie/core/frames.py)"
+        "--fit",
+        choices=FITS,
+        default="crop",
+        help="how frames become square: crop keeps the centred square (camera footage, where the middle "
+        "matters); pad letterboxes the whole frame with black and stretch squashes it to a square, so "
+        "both keep the edges (game recordings: a score or paddle at the top or bottom); default: crop",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out videos or images that cannot be decoded, naming each (default: refuse them all)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run_ingest)

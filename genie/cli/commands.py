@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,6 +27,121 @@ from genie.train import evaluate, recipes
 from genie.train.identify import identify
 from genie.world import World, export_world
 
+# --- Flags: defaults in --help, numbers checked before any work ---
+
+
+def _with_default(action: argparse.Action) -> str:
+    """The flag's help and "(default: X)"; a None default (chosen later, e.g. by the preset) or an off
+    switch is left to the help text, which then says what happens."""
+    help_ = action.help or ""
+    if (
+        not action.option_strings
+        or action.default is None
+        or action.default is False
+        or action.default is argparse.SUPPRESS
+        or "default" in help_
+    ):
+        return help_
+    return f"{help_} (default: %(default)s)".strip()
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """--help shows every flag's default (see `_with_default`)."""
+
+    def _get_help_string(self, action):
+        return _with_default(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose --help shows defaults; sub-commands inherit it (add_subparsers)."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        if action.help is None:  # argparse prints nothing, not even the default, for a flag without help
+            action.help = _with_default(action) or None
+        return action
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number flag allows: low <= v (low < v when `open_low`) <= high, finite."""
+
+    low: float
+    high: float | None = None
+    integer: bool = True
+    open_low: bool = False
+
+    def allows(self, value) -> bool:
+        if self.integer and (isinstance(value, bool) or not isinstance(value, int)):
+            return False
+        if not math.isfinite(value) or value < self.low or (self.open_low and value == self.low):
+            return False
+        return self.high is None or value <= self.high
+
+    def __str__(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        if self.high is not None:
+            return f"{kind} in [{self.low:g}, {self.high:g}]"
+        return f"{kind} {'>' if self.open_low else '>='} {self.low:g}"
+
+
+COUNT, INDEX = Range(1), Range(0)
+NUMBER_FLAGS = {  # argparse dest -> allowed values, for every command that has the flag
+    "steps": COUNT,
+    "tokenizer_steps": COUNT,
+    "lam_steps": COUNT,
+    "dynamics_steps": COUNT,
+    "reward_steps": COUNT,
+    "batch_size": COUNT,
+    "grad_accum": COUNT,
+    "lr": Range(0, integer=False, open_low=True),
+    "context": Range(2),  # a window holds at least one transition
+    "seed": INDEX,
+    "num_workers": INDEX,
+    "num_actions": Range(2),
+    "episodes": COUNT,
+    "max_steps": COUNT,
+    "size": Range(8),
+    "sticky_prob": Range(0, 1, integer=False),
+    "windows": COUNT,
+    "horizon": COUNT,
+    "maskgit_steps": COUNT,
+    "temperature": Range(0, integer=False),  # 0 samples greedily
+    "fps": COUNT,
+    "num_envs": COUNT,
+    "scale": COUNT,
+    "threads": COUNT,
+    "idle_action": INDEX,  # the upper bound, |A|, is the world's (genie/cli/keymap.py)
+    "max_frames": COUNT,
+    "budget": Range(0, integer=False, open_low=True),
+    "train_batch": COUNT,
+}
+
+
+def flag_name(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse the first number flag out of its range with one sentence naming the flag and the range."""
+    for dest, value in vars(args).items():
+        allowed = NUMBER_FLAGS.get(dest)
+        if allowed is not None and value is not None and not allowed.allows(value):
+            raise GenieValueError(f"{flag_name(dest)} must be {allowed}, got {value!r}.")
+    sizes = getattr(args, "sizes", None)  # genie bench --sizes 1,4,16
+    if isinstance(sizes, str):
+        parts = [p.strip() for p in sizes.split(",")]
+        if not all(p.isdigit() and int(p) >= 1 for p in parts):
+            raise GenieValueError(
+                f"--sizes must be comma-separated integers >= 1 (e.g. 1,4,16), got {sizes!r}."
+            )
+
+
+# --- Commands ---
+
 
 def _add_train_args(p, with_data: bool = True) -> None:
     if with_data:
@@ -32,12 +149,16 @@ def _add_train_args(p, with_data: bool = True) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--preset", default="demo", help="model size: tiny, demo or coinrun")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps (per model for `world`)")
-    p.add_argument("--batch-size", type=int, default=None, help="windows per batch per process (default 8)")
-    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
-    p.add_argument("--context", type=int, default=None, help="frames per training window (preset default)")
-    p.add_argument("--seed", type=int, default=None, help="data order and init seed")
-    p.add_argument("--num-workers", type=int, default=None, help="DataLoader worker processes")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per batch per process (default: 8)")
+    p.add_argument(
+        "--grad-accum", type=int, default=None, help="micro-batches per optimizer step (default: 1)"
+    )
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 3e-4)")
+    p.add_argument(
+        "--context", type=int, default=None, help="frames per training window (default: the preset's)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="data order and init seed (default: 0)")
+    p.add_argument("--num-workers", type=int, default=None, help="DataLoader worker processes (default: 0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -133,11 +254,21 @@ def cmd_eval(args) -> int:
             f"{result['latent_actions_used']} latent actions used, on {result['windows']} {result['split']} windows"
         )
     result["seconds"] = time.time() - t0
+    result["fit"] = _data_fit(args.data)
+    line += f" (frames fitted by {result['fit'] or 'an unrecorded fit'}, genie ingest/collect --fit)"
     if args.json:
         print(json.dumps(result))
     else:
         print(line)
     return 0
+
+
+def _data_fit(data) -> str | None:
+    """How the dataset's frames were made square (crop, pad, stretch), as dataset.json records it."""
+    try:
+        return json.loads((Path(data) / "dataset.json").read_text()).get("fit")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def confusion_table(confusion: dict, chance: float) -> str:
@@ -159,6 +290,8 @@ def cmd_sample(args) -> int:
         actions = [int(a) for a in args.actions.split(",") if a.strip()]
     except ValueError:
         raise GenieValueError(f"--actions must be comma-separated integers, got {args.actions!r}.") from None
+    if not actions:
+        raise GenieValueError("--actions needs at least one latent action: pass e.g. --actions 1,1,3.")
     world = World.load(args.world, device=args.device)
     frames = [world.reset(args.prompt)[0].cpu().numpy()]
     g = torch.Generator(device=world.device).manual_seed(args.seed)
@@ -169,7 +302,9 @@ def cmd_sample(args) -> int:
             .numpy()
         )
     write_video(args.out, frames, fps=args.fps)
-    print(f"sampled {len(actions)} frames from {args.prompt} -> {args.out}")
+    print(
+        f"sampled {len(frames)} frames (the prompt and {len(actions)} steps) from {args.prompt} -> {args.out}"
+    )
     return 0
 
 
@@ -238,7 +373,7 @@ def cmd_rl(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genie", description="Genie-style interactive world models.")
+    parser = Parser(prog="genie", description="Genie-style interactive world models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     collect_cli.add_cli(sub)
@@ -284,32 +419,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a tokenizer or a world on held-out windows")
     models = p.add_subparsers(dest="model", required=True)
     q = models.add_parser("tokenizer", help="psnr, ssim, codebook_usage")
-    q.add_argument("--checkpoint", required=True)
-    q.add_argument("--data", required=True)
-    q.add_argument("--windows", type=int, default=64)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--checkpoint", required=True, help="tokenizer checkpoint or run folder")
+    q.add_argument("--data", required=True, help="dataset folder")
+    q.add_argument("--windows", type=int, default=64, help="held-out windows scored")
+    q.add_argument("--seed", type=int, default=0, help="which windows")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_eval)
     q = models.add_parser("world", help="psnr over t, psnr_t4, ssim_t4, delta_psnr_t4, action agreement")
-    q.add_argument("--world", required=True)
-    q.add_argument("--data", required=True)
-    q.add_argument("--windows", type=int, default=32)
-    q.add_argument("--horizon", type=int, default=4)
-    q.add_argument("--maskgit-steps", type=int, default=None)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--world", required=True, help="world folder")
+    q.add_argument("--data", required=True, help="dataset folder")
+    q.add_argument("--windows", type=int, default=32, help="held-out windows scored")
+    q.add_argument("--horizon", type=int, default=4, help="frames imagined after each window's first")
+    q.add_argument(
+        "--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (default: the world's)"
+    )
+    q.add_argument("--seed", type=int, default=0, help="which windows, and the sampling seed")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sample", help="roll a world out from a prompt image with given latent actions")
-    p.add_argument("--world", required=True)
+    p.add_argument("--world", required=True, help="world folder")
     p.add_argument("--prompt", required=True, help="image file")
     p.add_argument("--actions", required=True, help="comma-separated latent actions in [0, |A|), e.g. 1,1,3")
-    p.add_argument("--out", required=True, help="clip.mp4 or clip.gif")
-    p.add_argument("--fps", type=int, default=10)
-    p.add_argument("--maskgit-steps", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
+    p.add_argument(
+        "--out", required=True, help="clip.mp4 or clip.gif (the prompt frame, then one per action)"
+    )
+    p.add_argument("--fps", type=int, default=10, help="frames per second of the clip")
+    p.add_argument(
+        "--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (default: the world's)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature, 0 greedy (default: the world's)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
@@ -317,13 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, help="dataset folder recorded with `genie collect`")
     p.add_argument("--steps", type=int, default=300, help="training steps of each supervised probe")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="data split and probe init seed")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_identify)
 
     p = sub.add_parser("export", help="copy a world without its training state, fp16 weights (for shipping)")
-    p.add_argument("--world", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--world", required=True, help="world folder")
+    p.add_argument("--out", required=True, help="folder for the exported world")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights")
     p.add_argument(
         "--without-lam", action="store_true", help="leave the LAM out (play needs only the dynamics' copy)"
@@ -335,18 +481,18 @@ def build_parser() -> argparse.ArgumentParser:
     q = rl.add_parser("train", help="PPO in imagination (GenieVectorEnv tensor path)")
     q.add_argument("--world", default=None, help="world folder (default: the shipped demo world)")
     q.add_argument("--steps", type=int, default=100_000, help="imagined env steps in total")
-    q.add_argument("--num-envs", type=int, default=64)
-    q.add_argument("--out", required=True)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--device", default=None)
+    q.add_argument("--num-envs", type=int, default=64, help="imagined envs stepped as one batch")
+    q.add_argument("--out", required=True, help="policy folder")
+    q.add_argument("--seed", type=int, default=0, help="PPO seed")
+    q.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     q.set_defaults(func=cmd_rl)
     q = rl.add_parser("eval", help="play the policy and a random one in the real Gymnasium game")
-    q.add_argument("--policy", required=True)
+    q.add_argument("--policy", required=True, help="policy folder (genie rl train --out)")
     q.add_argument("--env", default=None, help="Gymnasium id (default: the one the world was trained on)")
-    q.add_argument("--episodes", type=int, default=20)
+    q.add_argument("--episodes", type=int, default=20, help="episodes of each player")
     q.add_argument("--max-steps", type=int, default=10_000, help="steps per episode at most")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--seed", type=int, default=0, help="episode k resets with seed + k")
+    q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_rl)
 
     play.add_cli(sub)
@@ -358,9 +504,11 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_numbers(args)
         return int(args.func(args) or 0)
     except GenieError as e:
-        print(f"error: {e}", file=sys.stderr)
+        for line in str(e).splitlines():  # one line per problem (e.g. each unreadable video)
+            print(f"error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: finished checkpoints and episodes are kept", file=sys.stderr)

@@ -5,6 +5,9 @@ knows what its latent actions mean (world.json "action_mapping", see envs/action
 bound to keys: LEFT/RIGHT/UP/DOWN -> arrows, FIRE/JUMP/SPACE -> space bar; NOOP is what plays when no
 key is held. Other names (e.g. Atari's UPLEFT) stay reachable through their number key.
 
+The legend lists the game's keys first (arrows, space: what a player reaches for), then the number
+keys as "raw latent actions" (what the model learnt, named or not).
+
 Key names use pygame.key.name's spelling ('1', 'left', 'space'); this module imports no pygame.
 """
 
@@ -25,6 +28,7 @@ REAL_NAME_KEYS = {
     "SPACE": "space",
 }
 IDLE_NAMES = ("NOOP", "NONE", "IDLE")
+KEY_LABELS = {"left": "Left", "right": "Right", "up": "Up", "down": "Down", "space": "Space"}  # legend
 
 
 @dataclass
@@ -34,7 +38,9 @@ class Keymap:
     num_actions: int
     actions: dict[str, int] = field(default_factory=dict)
     labels: dict[int, str] = field(default_factory=dict)  # latent action -> real name, when known
+    key_names: dict[str, str] = field(default_factory=dict)  # 'left' -> the real action it plays, 'LEFT'
     idle_action: int = 0
+    idle_name: str | None = None  # the real action idle plays ('NOOP'), when the mapping chose it
 
     @classmethod
     def for_world(cls, num_actions: int, info: dict | None = None, idle_action: int | None = None) -> Keymap:
@@ -46,10 +52,11 @@ class Keymap:
             names, latents = parse_action_mapping(mapping, num_actions)
             for name, latent in zip(names, latents):
                 km.labels.setdefault(latent, name)
-                if name in REAL_NAME_KEYS:
-                    km.actions.setdefault(REAL_NAME_KEYS[name], latent)
+                key = REAL_NAME_KEYS.get(name)
+                if key is not None and key not in km.actions:
+                    km.actions[key], km.key_names[key] = latent, name
                 if name in IDLE_NAMES and idle_action is None:
-                    km.idle_action = latent
+                    km.idle_action, km.idle_name = latent, name
         if idle_action is not None:
             if not 0 <= idle_action < num_actions:
                 raise GenieValueError(f"--idle-action must be in [0, {num_actions}), got {idle_action}.")
@@ -61,11 +68,15 @@ class Keymap:
         return f"{action}" + (f" ({name})" if name else "")
 
     def legend(self) -> list[str]:
-        """Short lines for the on-screen legend."""
+        """Short lines for the on-screen legend: the game's keys first (arrows, space), then the number
+        keys, which play the model's raw latent actions, then the commands."""
         digits = min(self.num_actions, MAX_NUMBER_KEYS)
-        lines = [f"keys 1-{digits}: latent actions 0-{digits - 1}; none held: {self.label(self.idle_action)}"]
-        named = [f"{k}={self.label(a)}" for k, a in self.actions.items() if not k.isdigit()]
+        idle = self.idle_name or f"latent {self.idle_action}"
+        named = [f"{label}: {self.key_names[k]}" for k, label in KEY_LABELS.items() if k in self.key_names]
+        numbers = f"1-{digits}: raw latent actions 0-{digits - 1}"
         if named:
-            lines.append(" ".join(named))
+            lines = ["  ".join(named) + f"  (no key: {idle})", numbers]
+        else:
+            lines = [f"{numbers}  (no key: {idle})"]
         lines.append("R reset  P pause  S screenshot  Esc quit")
         return lines

@@ -6,6 +6,8 @@ repeats every frame; a key tapped between two frames still plays for one frame; 
 world gets the idle action (the mapping's NOOP, else latent 0, or --idle-action), so it keeps moving as
 a game would. R resets to the prompt, P pauses, S saves a screenshot PNG, Esc or closing the window
 quits. The HUD shows fps, step latency and the current action; the legend says which key does what.
+Screenshots go to `screenshots/` (or --screenshot-dir) and each path is printed. The frame is scaled up
+with nearest-neighbour pixels (pygame.transform.scale), so a 64x64 world stays crisp.
 
 Scripts and tests: `--headless` (SDL dummy video driver, no window, no frame-rate cap) with
 `--max-frames N` and/or `--keys 1,2,-,right,r` (one key tapped per frame, `-` = none; posted as pygame
@@ -34,32 +36,57 @@ COMMAND_KEYS = ("r", "p", "s", "escape")
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--world", default=None, help="world folder (default: the shipped demo world)")
-    p.add_argument("--prompt", default=None, help="prompt image (default: the world's prompts/*.png)")
+    p.add_argument("--prompt", default=None, help="prompt image (default: the world's first prompts/*.png)")
     p.add_argument("--fps", type=int, default=15, help="target frames per second")
     p.add_argument("--scale", type=int, default=8, help="window pixels per world pixel")
-    p.add_argument("--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (world default)")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (world default)")
+    p.add_argument(
+        "--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (default: the world's)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature, 0 greedy (default: the world's)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (1 is often fastest on a busy CPU)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; 1 is often fastest on a busy CPU)",
     )
-    p.add_argument("--idle-action", type=int, default=None, help="latent action when no key is held")
-    p.add_argument("--record", default=None, help="write the frames shown to this .mp4 or .gif at the end")
-    p.add_argument("--screenshot-dir", default=".", help="where S saves PNG screenshots")
+    p.add_argument(
+        "--idle-action",
+        type=int,
+        default=None,
+        help="latent action when no key is held (default: the world's NOOP, else 0)",
+    )
+    p.add_argument(
+        "--record",
+        default=None,
+        help="write the frames shown to this .mp4 or .gif at the end (default: none)",
+    )
+    p.add_argument("--screenshot-dir", default="screenshots", help="folder where S saves PNG screenshots")
     p.add_argument(
         "--compile",
         action="store_true",
         help="capture the step with torch.compile (CUDA graphs on a GPU); the first frame waits for it",
     )
     p.add_argument("--headless", action="store_true", help="no window (SDL dummy driver), no fps cap")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames shown")
-    p.add_argument("--keys", default=None, help="scripted keys, one per frame: e.g. 1,2,-,right,r,p,s")
+    p.add_argument(
+        "--max-frames", type=int, default=None, help="stop after this many frames shown (default: no limit)"
+    )
+    p.add_argument(
+        "--keys", default=None, help="scripted keys, one per frame: e.g. 1,2,-,right,r,p,s (default: none)"
+    )
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return add_arguments(argparse.ArgumentParser(prog="play.py", description="Play a genie world."))
+    from genie.cli.commands import Parser  # here: genie.cli.commands imports this module
+
+    return add_arguments(Parser(prog="play.py", description="Play a genie world."))
 
 
 def main(argv=None) -> int:
@@ -87,10 +114,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_args(args) -> list[str]:
-    if args.fps < 1 or args.scale < 1:
-        raise GenieValueError("--fps and --scale must be >= 1.")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise GenieValueError("--max-frames must be >= 1.")
+    from genie.cli.commands import check_numbers  # `python play.py` does not go through genie's main
+
+    check_numbers(args)
     if args.record is not None:
         if Path(args.record).suffix.lower() not in VIDEO_SUFFIXES:
             raise GenieValueError(
@@ -223,6 +249,7 @@ class View:
         self.screen.fill((0, 0, 0))
         surface = pygame.surfarray.make_surface(frame.transpose(1, 0, 2))  # pygame is (W, H)
         side = self.size * self.scale
+        # nearest-neighbour (not smoothscale): each world pixel becomes a crisp scale x scale block
         self.screen.blit(pygame.transform.scale(surface, (side, side)), (0, 0))
         for i, line in enumerate([hud, *self.legend]):
             color = (255, 255, 255) if i == 0 else (170, 170, 170)

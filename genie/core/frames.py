@@ -43,9 +43,9 @@ def _to_rgb_image(frame) -> Image.Image:
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if array.ndim == 2:
-        return Image.fromarray(array, mode="L").convert("RGB")
+        return Image.fromarray(array).convert("RGB")  # uint8 (H, W) is "L"; no mode= (deprecated)
     if array.ndim == 3 and array.shape[2] in (3, 4):
-        return Image.fromarray(np.ascontiguousarray(array[..., :3]), mode="RGB")
+        return Image.fromarray(np.ascontiguousarray(array[..., :3]))  # uint8 (H, W, 3) is "RGB"
     raise GenieValueError(
         f"Expected an image (H, W), (H, W, 3) or (H, W, 4), got {array.shape}: pass an RGB frame."
     )

@@ -9,6 +9,7 @@ at frame t and produces frame t+1).
 from __future__ import annotations
 
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -24,6 +25,7 @@ POLICIES = ("sticky", "random")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 PIL_ANIMATION_EXTS = {".gif"}
 VIDEO_EXTS = {".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v"}
+KNOWN_EXTS = IMAGE_EXTS | PIL_ANIMATION_EXTS | VIDEO_EXTS
 
 
 def _check_size(size: int) -> int:
@@ -142,13 +144,76 @@ def collect(
 # --- Videos and image folders ---
 
 
+class UnreadableSource(GenieValueError):
+    """One source (a video, GIF, image, or a folder's image) that cannot be decoded; `file` names it."""
+
+    def __init__(self, file: pathlib.Path, reason: str):
+        self.file, self.reason = file, reason
+        super().__init__(f"Cannot read {file} ({reason}): pass --skip-bad to leave it out, or fix the file.")
+
+
+def _visible(path: pathlib.Path) -> bool:
+    return not path.name.startswith(".")  # .DS_Store, .tmp of a dataset, editor swap files
+
+
 def _image_files(folder: pathlib.Path) -> list[pathlib.Path]:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    if not files:
-        raise GenieValueError(
-            f"{folder} holds no images ({', '.join(sorted(IMAGE_EXTS))}): point ingest at a folder of frames."
-        )
-    return files
+    """The frames of a frame folder: its image files, sorted by name."""
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_EXTS
+    )
+
+
+def _is_clip(path: pathlib.Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTS | PIL_ANIMATION_EXTS
+
+
+def _walk(folder: pathlib.Path, seen: set | None = None) -> list[pathlib.Path]:
+    """`folder` itself when it holds images (one frame folder), then every video and GIF in it and the
+    sources of its sub-folders, recursively, in name order (a folder linked twice is read once)."""
+    seen = set() if seen is None else seen
+    if folder.resolve() in seen:
+        return []
+    seen.add(folder.resolve())
+    found = [folder] if _image_files(folder) else []
+    for entry in sorted(p for p in folder.iterdir() if _visible(p)):
+        if entry.is_dir():
+            found += _walk(entry, seen)
+        elif entry.is_file() and _is_clip(entry):
+            found.append(entry)
+    return found
+
+
+def find_sources(paths) -> list[pathlib.Path]:
+    """The episodes `paths` name, one per video, GIF or image file given, and, inside a folder (searched
+    recursively), one per video or GIF and one per folder that directly holds images (its frames)."""
+    sources = []
+    for path in paths:
+        if not path.exists():
+            raise GenieFileNotFoundError(f"No such file or folder: {path}: check the path.")
+        if path.is_dir():
+            found = _walk(path)
+            if not found:
+                raise GenieValueError(
+                    f"{path} holds no images or videos ({', '.join(sorted(KNOWN_EXTS))}), in it or in any "
+                    "folder below it: point ingest at videos or folders of frames."
+                )
+            sources += found
+        elif path.suffix.lower() in KNOWN_EXTS:
+            sources.append(path)
+        else:
+            raise GenieValueError(
+                f"Cannot ingest {path}: use a video ({', '.join(sorted(VIDEO_EXTS | PIL_ANIMATION_EXTS))}), "
+                f"an image, or a folder of them."
+            )
+    return sources
+
+
+def _reason(e: BaseException) -> str:
+    """The first line of a decoder's error, short enough for one line per bad file."""
+    lines = str(e).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    text = text if len(text) <= 100 else text[:97] + "..."
+    return f"{e.__class__.__name__}: {text}" if text else e.__class__.__name__
 
 
 def _frames_of(path: pathlib.Path):
@@ -170,10 +235,7 @@ def _frames_of(path: pathlib.Path):
     except GenieError:
         raise
     except (OSError, ValueError, RuntimeError, UnidentifiedImageError, StopIteration) as e:
-        raise GenieValueError(
-            f"Cannot read {current} ({e.__class__.__name__}): "
-            f"check that it is a valid video, GIF or image, or leave it out."
-        ) from None
+        raise UnreadableSource(current, _reason(e)) from None
 
 
 def _rgb_copy(image: Image.Image) -> Image.Image:
@@ -182,56 +244,92 @@ def _rgb_copy(image: Image.Image) -> Image.Image:
 
 
 def _check_source(path: pathlib.Path) -> None:
-    """Fail before anything is written: the path exists, has a known type, and its first frame decodes."""
-    if not path.exists():
-        raise GenieFileNotFoundError(f"No such file or folder: {path}: check the path.")
-    known = IMAGE_EXTS | PIL_ANIMATION_EXTS | VIDEO_EXTS
-    if path.is_file() and path.suffix.lower() not in known:
-        raise GenieValueError(
-            f"Cannot ingest {path}: use a video ({', '.join(sorted(VIDEO_EXTS | PIL_ANIMATION_EXTS))}) "
-            f"or a folder of images."
-        )
+    """Before anything is written: every image of a frame folder opens (headers only) and the first
+    frame decodes. Raises UnreadableSource naming the bad file."""
+    if path.is_dir():
+        for file in _image_files(path):
+            try:
+                Image.open(file).close()
+            except (OSError, ValueError, UnidentifiedImageError) as e:
+                raise UnreadableSource(file, _reason(e)) from None
     frames = _frames_of(path)
     try:
         next(frames)
     except StopIteration:
-        raise GenieValueError(f"{path} has no frames: check the file or leave it out.") from None
+        raise UnreadableSource(path, "no frames") from None
     finally:
         frames.close()
 
 
-def ingest(paths: list, out, size: int = 64, progress: bool = True, fit: str = "crop") -> dict:
-    """Each video, GIF or image folder in `paths` becomes one action-free episode of dataset `out`."""
+def ingest(
+    paths: list, out, size: int = 64, progress: bool = True, fit: str = "crop", skip_bad: bool = False
+) -> dict:
+    """Each video, GIF or image folder in `paths` (folders searched recursively, see `find_sources`)
+    becomes one action-free episode of dataset `out`.
+
+    A source that cannot be decoded is refused before anything is written (all of them, one line each),
+    unless `skip_bad`: then each is left out with one line on stderr. One that fails part-way (a
+    truncated video) is refused there, or left out with `skip_bad` (its partial episode is discarded).
+    """
     size = _check_size(size)
     if fit not in FITS:
         raise GenieValueError(f"Unknown fit {fit!r}: use one of {', '.join(FITS)}.")
     paths = [pathlib.Path(p) for p in ([paths] if isinstance(paths, (str, pathlib.Path)) else paths)]
     if not paths:
         raise GenieValueError("No input given: pass one or more videos or image folders to ingest.")
-    for path in paths:
-        _check_source(path)
+    sources, bad = [], []
+    for source in find_sources(paths):
+        try:
+            _check_source(source)
+            sources.append(source)
+        except UnreadableSource as e:
+            bad.append(e)
+    if bad and not skip_bad:
+        raise GenieValueError("\n".join(str(e) for e in bad))
+    skipped = [_skip(e) for e in bad]
+    if not sources:
+        raise GenieValueError("No readable video or image folder is left to ingest: check the files.")
     started = time.perf_counter()
     total_frames = 0
     meta = {"source": "video", "size": size, "fit": fit}
     with EpisodeWriter(out, frame_shape=(size, size, 3), meta=meta) as writer:
         bar = tqdm(unit="frame", disable=not progress, desc="ingest")
-        for path in paths:
+        for path in sources:
 
             def resized(path=path):
                 for frame in _frames_of(path):
                     bar.update(1)
                     yield resize_frame(frame, size, fit)
 
-            writer.add_episode(resized())
+            try:
+                writer.add_episode(resized())
+            except UnreadableSource as e:
+                if not skip_bad:
+                    kept = writer.episodes_written
+                    raise GenieValueError(
+                        f"{e}" + (f" The {kept} episodes before it are kept in {out}." if kept else "")
+                    ) from None
+                skipped.append(_skip(e))
             total_frames = writer.frames_written
+        episodes = writer.episodes_written
         bar.close()
     seconds = time.perf_counter() - started
     if progress:
         print(
-            f"ingested {len(paths)} episodes, {total_frames} frames ({size}x{size}) from {len(paths)} "
-            f"source(s) into {out} in {seconds:.1f}s"
+            f"ingested {episodes} episodes, {total_frames} frames ({size}x{size}, fit {fit}) from "
+            f"{len(sources)} source(s) into {out} in {seconds:.1f}s"
+            + (f"; skipped {len(skipped)} unreadable" if skipped else "")
         )
-    return {"out": str(out), "episodes": len(paths), "frames": total_frames, "size": size, "seconds": seconds}
+    return {
+        "out": str(out),
+        "episodes": episodes,
+        "frames": total_frames,
+        "size": size,
+        "seconds": seconds,
+        "skipped": skipped,
+    }
 
 
-# --- CLI ---
+def _skip(e: UnreadableSource) -> str:
+    print(f"skipped {e.file} ({e.reason})", file=sys.stderr)
+    return str(e.file)
