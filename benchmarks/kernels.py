@@ -260,6 +260,9 @@ def add_compiled(fns: dict) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one small shape per kernel (B 1, T 4, N 64)")
+    p.add_argument(
+        "--min-run", type=float, default=None, help="seconds each timing runs (default 1.0; 0.2 with --quick)"
+    )
     p.add_argument("--batch", type=int, nargs="+", default=None, help="batch sizes (default 1 16 256)")
     p.add_argument(
         "--compile",
@@ -303,7 +306,7 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     T, N = (4, 64) if args.quick else (16, 256)
     batches = args.batch or ([1] if args.quick else [1, 16, 256])
-    min_run = 0.2 if args.quick else 1.0
+    min_run = args.min_run or (0.2 if args.quick else 1.0)
     name = (
         torch.cuda.get_device_name()
         if device.type == "cuda"
@@ -319,6 +322,9 @@ def main() -> None:
         print("# torch.compile of single kernels not timed (pass --compile).")
     rows = []
     torch.manual_seed(0)
+    if args.kernels:  # rows are printed as they are measured: a run stopped early keeps them
+        print("\n| kernel | shape | candidate | time (ms) | achieved | best other / this |")
+        print("|---|---|---|---:|---:|---:|", flush=True)
     for B in batches if args.kernels else []:
         for kernel, label, fns, work, unit in cases(B, T, N, device, dtype):
             if args.only and kernel not in args.only:
@@ -336,11 +342,7 @@ def main() -> None:
                 rate = work / (t * 1e-3) / (1e12 if unit == "TFLOP/s" else 1e9)
                 vs = f"{min(others) / t:.2f}" if others else "-"
                 rows.append((kernel, label, cand, t, f"{rate:.3g} {unit}", vs))
-    if rows:
-        print("\n| kernel | shape | candidate | time (ms) | achieved | best other / this |")
-        print("|---|---|---|---:|---:|---:|")
-        for kernel, label, cand, t, rate, vs in rows:
-            print(f"| {kernel} | {label} | {cand} | {t:.3f} | {rate} | {vs} |")
+                print(f"| {kernel} | {label} | {cand} | {t:.3f} | {rate:.3g} {unit} | {vs} |", flush=True)
     if args.end_to_end:
         cuda = device.type == "cuda"
         args.world_preset = args.world_preset or ("coinrun" if cuda else "demo")

@@ -28,6 +28,51 @@ from genie.core.frames import to_float, to_uint8
 from genie.core.vq import VectorQuantizer
 
 
+def motion_features(radius: int) -> int:
+    """S: the number of shifts (dy, dx) in [-radius, radius]^2 that shift_costs scores (0 when off)."""
+    return (2 * radius + 1) ** 2 if radius else 0
+
+
+@torch.no_grad()
+def shift_costs(a: torch.Tensor, b: torch.Tensor, radius: int, patch: int) -> torch.Tensor:
+    """a, b (M, H, W, 3) float frames -> (M, N, S): for each patch of b and each shift s = (dy, dx),
+    the log of the mean squared error between the patch and a's pixels displaced by s (replicate padding
+    at the borders), centred over the shifts. A local block-matching cost volume: where the content
+    went, with its sign, whatever the scene looks like (a difference image alone shows that something
+    moved, not which way, when a textured view shifts as a whole). No parameters; no gradient."""
+    M, H, W, _ = a.shape
+    r = radius
+    padded = F.pad(a.permute(0, 3, 1, 2), (r, r, r, r), mode="replicate")  # (M, 3, H+2r, W+2r)
+    target = b.permute(0, 3, 1, 2)
+    costs = []
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            moved = padded[:, :, r - dy : r - dy + H, r - dx : r - dx + W]  # a(u - s)
+            costs.append(F.avg_pool2d((target - moved).square().mean(1, keepdim=True), patch))
+    logc = torch.log(torch.cat(costs, 1) + 1e-4)  # (M, S, h, w)
+    logc = logc - logc.mean(1, keepdim=True)
+    return logc.flatten(2).transpose(1, 2)
+
+
+def block_warp(a: torch.Tensor, weights: torch.Tensor, radius: int, patch: int) -> torch.Tensor:
+    """a (M, H, W, 3), weights (M, N, S) summing to 1 over the shifts of shift_costs -> (M, H, W, 3):
+    each patch of the output is the weighted mix of a's pixels displaced by each shift (block motion
+    compensation, as video codecs predict a frame from the last one)."""
+    M, H, W, _ = a.shape
+    r, g = radius, H // patch
+    padded = F.pad(a.permute(0, 3, 1, 2), (r, r, r, r), mode="replicate")
+    # One (M, 1, g, g) weight map per shift; unbind (not slicing) keeps the backward to one stack.
+    per_shift = weights.transpose(1, 2).reshape(M, -1, 1, g, g).unbind(1)
+    out = a.new_zeros(M, 3, H, W)
+    s = 0
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            w = F.interpolate(per_shift[s], scale_factor=patch, mode="nearest")
+            out = out + w * padded[:, :, r - dy : r - dy + H, r - dx : r - dx + W]
+            s += 1
+    return out.permute(0, 2, 3, 1)
+
+
 class LatentActionModel(nn.Module):
     kind = "lam"
 
@@ -36,7 +81,7 @@ class LatentActionModel(nn.Module):
         self.cfg = cfg
         D, patch_dim = cfg.d_model, cfg.patch * cfg.patch * 3
         # --- encoder: sees x_{t+1} - x_t, emits a_t ---
-        self.enc_in = nn.Linear(patch_dim, D)
+        self.enc_in = nn.Linear(patch_dim + motion_features(cfg.motion_radius), D)
         self.encoder = STTransformer(D, cfg.depth, cfg.heads, cfg.context, spatial_rope_grid=cfg.grid)
         self.enc_out = nn.Linear(D, cfg.code_dim)
         # Fresh latents are nearly identical across inputs; normalizing over the batch spreads them.
@@ -55,8 +100,11 @@ class LatentActionModel(nn.Module):
         self.dec_in = nn.Linear(patch_dim, D)
         self.dec_action = nn.Linear(cfg.code_dim, D)
         self.decoder = STTransformer(D, cfg.depth, cfg.heads, cfg.context, spatial_rope_grid=cfg.grid)
-        self.dec_out = nn.Linear(D, patch_dim)
+        self.dec_out = nn.Linear(D, patch_dim + motion_features(cfg.motion_radius))
         init_weights(self, 2 * cfg.depth)
+        if cfg.motion_radius:  # start as a copy of x_t: the zero shift is the likeliest
+            with torch.no_grad():
+                self.dec_out.bias[patch_dim + motion_features(cfg.motion_radius) // 2] = 4.0
         # Fan-in init: the action must be audible next to the patch embeddings from the first step.
         nn.init.normal_(self.dec_action.weight, std=cfg.code_dim**-0.5)
 
@@ -74,14 +122,26 @@ class LatentActionModel(nn.Module):
         return self.enc_norm(z.flatten(0, 1)).view_as(z)
 
     def _raw_latents(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, T, H, W, 3) float -> (B, T-1, C): the encoder reads each pair (x_t, x_{t+1}) alone."""
+        """x (B, T, H, W, 3) float -> (B, T-1, C). The encoder reads the transition x_t -> x_{t+1} and the
+        `encoder_history` transitions before it (none before the window starts), each as its difference
+        image and, with motion_radius, its block-matching cost volume; the latent pools the last one."""
         B, T = x.shape[:2]
-        if T > 2:
-            pairs = torch.stack([x[:, :-1], x[:, 1:]], dim=2).flatten(0, 1)  # (B*(T-1), 2, H, W, 3)
-            return self._raw_latents(pairs).view(B, T - 1, -1)
-        diff = patchify(torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1), self.cfg.patch)
-        pooled = self.encoder(self.enc_in(diff))[:, 1:].mean(2)  # the pair's second frame, mean over patches
-        return self.enc_out(pooled)
+        P, k = self.cfg.patch, self.cfg.encoder_history
+        feats = patchify(x[:, 1:] - x[:, :-1], P)  # (B, T-1, N, P*P*3)
+        if self.cfg.motion_radius:
+            motion = shift_costs(x[:, :-1].flatten(0, 1), x[:, 1:].flatten(0, 1), self.cfg.motion_radius, P)
+            feats = torch.cat([feats, motion.view(B, T - 1, *motion.shape[1:])], dim=-1)
+        # Window of transition t: [nothing, t-k, ..., t]; index 0 is the empty (all-zero) transition.
+        feats = torch.cat([torch.zeros_like(feats[:, :1]), feats], dim=1)  # (B, T, N, F)
+        idx = (
+            torch.arange(T - 1, device=x.device)[:, None] + torch.arange(-k, 1, device=x.device) + 1
+        ).clamp(min=0)
+        idx = torch.cat([torch.zeros_like(idx[:, :1]), idx], dim=1)  # (T-1, k+2)
+        windows = feats[:, idx].flatten(0, 1)  # (B*(T-1), k+2, N, F)
+        pooled = self.encoder(self.enc_in(windows))[:, -1].mean(
+            1
+        )  # the window's last transition, mean over patches
+        return self.enc_out(pooled).view(B, T - 1, -1)
 
     @torch.no_grad()
     def calibrate(self, batches) -> int:
@@ -105,9 +165,14 @@ class LatentActionModel(nn.Module):
         past = x[:, :-1]
         h = self.dec_in(patchify(past, self.cfg.patch))
         h = h + self.dec_action(action_vecs)[:, :, None, :]
-        delta = self.dec_out(self.decoder(h))
-        g = self.cfg.grid
-        return past + unpatchify(delta, self.cfg.patch, g, g)
+        out = self.dec_out(self.decoder(h))
+        g, P = self.cfg.grid, self.cfg.patch
+        delta = unpatchify(out[..., : P * P * 3], P, g, g)
+        if self.cfg.motion_radius:  # each patch of x_{t+1}: a mix of displaced copies of x_t, then a residual
+            weights = out[..., P * P * 3 :].softmax(-1)  # (B, T-1, N, S)
+            moved = block_warp(past.flatten(0, 1), weights.flatten(0, 1), self.cfg.motion_radius, P)
+            return moved.view_as(past) + delta
+        return past + delta
 
     def forward(self, frames: torch.Tensor) -> dict:
         x = to_float(frames)

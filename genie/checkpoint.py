@@ -1,10 +1,30 @@
 """Checkpoints: a folder of safetensors weights + a JSON config that rebuilds the model with no other
 input. Every folder and file is written atomically (genie/core/io.py), so an interrupted save leaves the
-previous checkpoint readable. MODEL_CLASSES is the registry of model kinds: it sits above the models.
+previous checkpoint readable. config.json lists the size and blake2b of model.safetensors, checked on
+load, and weights holding NaN or inf are refused. MODEL_CLASSES is the registry of model kinds: it sits
+above the models.
+
+A training run folder (genie/train/loop.py) keeps each checkpoint in its own folder and commits it with
+one atomic step, the rename of its `trainer.json` (the pointer):
+
+    run/trainer.json           {"format": "genie-run", "version": 1, "step", "checkpoint": "ckpt-000600",
+                                "train", "meta"}: replaced by one rename, the commit point
+    run/ckpt-000600/model/     what `load_model(run)` rebuilds
+    run/ckpt-000600/state/     accelerate state (weights, optimizer, RNG of every process)
+    run/ckpt-000600/manifest.json   step, and size + blake2b of every file above, checked on resume
+    run/.ckpt-000800.staging/  a checkpoint being written (never read; removed by the next run)
+
+A new checkpoint is staged, fsynced and renamed to ckpt-NNNNNN/ before the pointer moves to it; the
+previous one is removed only after. Runs of older genie (model/ and state/ beside a trainer.json without
+"format") still resume and load; their next checkpoint is written in this layout.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -14,8 +34,19 @@ from dynamics.lam import LatentActionModel
 from dynamics.model import DynamicsModel
 from dynamics.reward import RewardModel
 from genie.core.config import from_dict, to_dict, upgrade
-from genie.core.errors import GenieFileNotFoundError, GenieValueError
-from genie.core.io import atomic_dir, header, read_header, write_json_atomic
+from genie.core.errors import GenieCorruptFileError, GenieError, GenieFileNotFoundError, GenieValueError
+from genie.core.io import (
+    atomic_dir,
+    check_files,
+    crash_point,
+    file_entry,
+    fsync_dir,
+    fsync_tree,
+    header,
+    read_header,
+    write_json_atomic,
+    writing,
+)
 from tokenizer.model import VideoTokenizer
 
 FORMAT = "genie-model"
@@ -38,20 +69,39 @@ def model_class(kind: str):
 
 
 def save_model(model, path, meta: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-    """Write model weights + config (+ meta) to folder `path` atomically."""
+    """Write model weights + config (+ meta) to folder `path` atomically.
+
+    `path` = RUN/model of a training run folder replaces the model of the run's current checkpoint with a
+    new commit of that checkpoint (same step and state: how the LAM's calibrated statistics are saved)."""
+    path = Path(path)
+    if path.name == "model" and is_run(path.parent):
+        return recommit_model(path.parent, model, meta, dtype)
+    with writing(path), atomic_dir(path) as tmp:
+        write_model_files(tmp, model, meta, dtype)
+    return path
+
+
+def write_model_files(
+    folder: Path, model, meta: dict | None = None, dtype: torch.dtype | None = None
+) -> None:
+    """model.safetensors + config.json (with the weights' size and blake2b) into existing folder `folder`."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    with atomic_dir(path) as tmp:
-        save_file(state, str(tmp / "model.safetensors"))
-        info = {**header(FORMAT, FORMAT_VERSION), "kind": model.kind, "config": to_dict(model.cfg)}
-        write_json_atomic(tmp / "config.json", {**info, "meta": meta or {}})
-    return Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(folder / "model.safetensors"))
+    info = {**header(FORMAT, FORMAT_VERSION), "kind": model.kind, "config": to_dict(model.cfg)}
+    files = {"model.safetensors": file_entry(folder / "model.safetensors")}
+    write_json_atomic(folder / "config.json", {**info, "meta": meta or {}, "files": files})
 
 
 def read_config(path, kind: str | None = None) -> dict:
     path = Path(path)
-    if (path / "model" / "config.json").exists():  # a training run folder: use its model
+    if is_run(path):  # a training run folder: the model of its current checkpoint
+        path = read_run(path)["dir"] / "model"
+    elif path.name == "model" and not path.exists() and is_run(path.parent):  # RUN/model of older genie
+        path = read_run(path.parent)["dir"] / "model"
+    elif (path / "model" / "config.json").exists():
         path = path / "model"
     cfg_path = path / "config.json"
     if not cfg_path.exists():
@@ -66,6 +116,12 @@ def read_config(path, kind: str | None = None) -> dict:
         "retrain it, or pass a folder written by `genie train`",
         READABLE_VERSIONS,
     )
+    fix = "retrain it, or pass a folder written by `genie train`"
+    if info.get("kind") not in MODEL_CLASSES:
+        raise GenieValueError(f"{cfg_path} names no known model kind ({info.get('kind')!r}): {fix}.")
+    for key, required in (("config", True), ("meta", False), ("files", False)):
+        if (required or key in info) and not isinstance(info.get(key), dict):
+            raise GenieValueError(f"{cfg_path} has no valid {key!r} object: {fix}.")
     if kind is not None and info.get("kind") != kind:
         raise GenieValueError(
             f"{path} holds a {info.get('kind')} checkpoint, not a {kind}: pass the {kind} folder."
@@ -82,19 +138,35 @@ def load_model(path, kind: str | None = None, device="cpu", dtype: torch.dtype |
     config = info["config"]
     if info["version"] == 1:
         config = upgrade(info["kind"], config, source=f"Checkpoint {info['path']}")
-    model = cls(from_dict(info["kind"], config))
+    try:
+        model = cls(from_dict(info["kind"], config))
+    except GenieError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError, RuntimeError) as e:
+        raise GenieValueError(
+            f"{info['path']}/config.json does not describe a {info['kind']} model this genie can build "
+            f"({e.__class__.__name__}): retrain it, or pass a folder written by `genie train`."
+        ) from None
     weights = Path(info["path"]) / "model.safetensors"
     if not weights.exists():
         raise GenieFileNotFoundError(
             f"Checkpoint {info['path']} has no model.safetensors: retrain or restore it."
         )
+    if "files" in info:  # written by this genie: size and blake2b checked (older ones have no list)
+        check_files(info["path"], info["files"], "retrain or restore the checkpoint")
     try:
         state = load_file(str(weights), device="cpu")
     except Exception as e:  # safetensors raises its own error types for truncated files
-        raise GenieValueError(
-            f"Checkpoint weights {weights} are unreadable ({e}): retrain or restore them."
+        raise GenieCorruptFileError(
+            f"Checkpoint weights {weights} are unreadable ({e.__class__.__name__}): retrain or restore them."
         ) from None
     state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise GenieCorruptFileError(
+            f"Checkpoint weights {weights} hold NaN or infinite values (in {bad[0]}): the training diverged "
+            "or the file is damaged; retrain or restore them."
+        )
     expected = model.state_dict()
     wrong = [k for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
     if wrong:
@@ -113,3 +185,160 @@ def load_model(path, kind: str | None = None, device="cpu", dtype: torch.dtype |
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
+
+
+# --- Training run folders: one commit point per checkpoint ---
+
+RUN_FORMAT = "genie-run"
+RUN_VERSION = 1
+POINTER = "trainer.json"
+MANIFEST = "manifest.json"
+_CKPT = re.compile(r"ckpt-\d{6,}(\.\d+)?")
+_LEFTOVER = re.compile(
+    r"\.ckpt-\d{6,}\.staging|\.trainer\.json\..*\.tmp|\.state\.staging|\.(model|state)\.(tmp|old)-.*"
+)
+
+
+def is_run(folder) -> bool:
+    return (Path(folder) / POINTER).is_file()
+
+
+def read_run(run) -> dict | None:
+    """The committed checkpoint of run folder `run`: trainer.json, plus "dir", the folder holding its model/
+    and state/ (ckpt-NNNNNN/, or the run itself for runs of older genie, marked "legacy"). None when
+    nothing was committed yet."""
+    run = Path(run)
+    path = run / POINTER
+    if not path.exists():
+        return None
+    fix = "restore it, or start again with a new --out"
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GenieCorruptFileError(f"{path} is corrupt ({e.__class__.__name__}): {fix}.") from None
+    step = info.get("step") if isinstance(info, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise GenieCorruptFileError(f"{path} is not a genie training run record: {fix}.")
+    if "format" not in info:  # older genie: model/ and state/ beside trainer.json
+        return {**info, "dir": run, "legacy": True}
+    if info.get("format") != RUN_FORMAT or info.get("version") != RUN_VERSION:
+        raise GenieCorruptFileError(
+            f"{path} has run format {info.get('format')!r} version {info.get('version')!r}, this genie "
+            f"reads {RUN_FORMAT} {RUN_VERSION}: use the genie release that wrote it, or a new --out."
+        )
+    name = info.get("checkpoint")
+    if not isinstance(name, str) or not _CKPT.fullmatch(name):
+        raise GenieCorruptFileError(f"{path} names no checkpoint folder: {fix}.")
+    return {**info, "dir": run / name, "legacy": False}
+
+
+def verify_checkpoint(info: dict) -> None:
+    """Check the committed checkpoint `info` (from read_run): every file its manifest lists, by size and
+    blake2b, and the step it was written at. Older runs have no manifest: their folders must exist."""
+    folder = info["dir"]
+    fix = f"restore {folder}, or start again with a new --out"
+    if info["legacy"]:
+        if not (folder / "state").is_dir():
+            raise GenieFileNotFoundError(f"{folder / 'state'} is missing, so nothing can resume: {fix}.")
+        return
+    manifest = read_header(folder / MANIFEST, "genie-checkpoint", 1, "checkpoint manifest", fix)
+    if manifest.get("step") != info["step"]:
+        raise GenieCorruptFileError(
+            f"{folder} holds step {manifest.get('step')!r} but {POINTER} says {info['step']}: {fix}."
+        )
+    check_files(folder, manifest.get("files"), fix)
+
+
+def staging_dir(run, step: int, create: bool = True) -> Path:
+    """The folder the checkpoint of `step` is written into; `create`: made fresh and empty (the main
+    process does it, once)."""
+    staging = Path(run) / f".ckpt-{step:06d}.staging"
+    if not create:
+        return staging
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def commit_checkpoint(run, staging: Path, step: int, record: dict) -> Path:
+    """Make the fully written `staging` (model/, state/) the current checkpoint of `run`, at `step`.
+
+    Manifest, fsync of every file, rename to ckpt-NNNNNN/, then the one commit point: trainer.json
+    replaced by a rename. The previous checkpoint is removed only after. `record` (train config, meta) is
+    kept in trainer.json. GENIE_CRASH_AT=staged|renamed|committed ends the process at those points."""
+    run = Path(run)
+    with writing(run, cleanup=staging):
+        files = {
+            p.relative_to(staging).as_posix(): file_entry(p)
+            for p in sorted(staging.rglob("*"))
+            if p.is_file() and p.name != MANIFEST
+        }
+        write_json_atomic(staging / MANIFEST, {**header("genie-checkpoint", 1), "step": step, "files": files})
+        fsync_tree(staging)
+        crash_point("staged", step)
+        name = f"ckpt-{step:06d}"
+        n = 0
+        while (run / name).exists():
+            n += 1
+            name = f"ckpt-{step:06d}.{n}"
+        os.rename(staging, run / name)
+        fsync_dir(run)
+        crash_point("renamed", step)
+        pointer = {**header(RUN_FORMAT, RUN_VERSION), "step": step, "checkpoint": name, **record}
+        write_json_atomic(run / POINTER, pointer)
+    crash_point("committed", step)
+    for p in run.iterdir():  # the previous checkpoint (and a run of older genie's model/ and state/)
+        if (_CKPT.fullmatch(p.name) and p.name != name) or p.name in ("model", "state"):
+            shutil.rmtree(p, ignore_errors=True)
+    return run / name
+
+
+def recommit_model(run, model, meta: dict | None = None, dtype: torch.dtype | None = None) -> Path:
+    """A new commit of `run`'s current checkpoint with `model` as its model: same step, same state."""
+    run = Path(run)
+    info = read_run(run)
+    if info["legacy"]:  # a run of older genie: its model/ folder, as it was written then
+        with writing(run), atomic_dir(run / "model") as tmp:
+            write_model_files(tmp, model, meta, dtype)
+        return run / "model"
+    staging = staging_dir(run, info["step"])
+    with writing(run, cleanup=staging):
+        shutil.copytree(info["dir"] / "state", staging / "state", copy_function=_link_or_copy)
+        write_model_files(staging / "model", model, meta, dtype)
+    record = {k: info[k] for k in ("train", "meta") if k in info}
+    return commit_checkpoint(run, staging, info["step"], record) / "model"
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)  # files of a checkpoint are never written in place, so sharing them is safe
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def clean_run(run) -> list[str]:
+    """Remove the leftovers of an interrupted checkpoint in run folder `run` (staging folders, checkpoint
+    folders never made current, temporary files) and return their names. In a run of older genie, a
+    model/ or state/ folder that an interrupted swap left only as .model.old-*/.state.old-* is restored."""
+    run = Path(run)
+    if not run.is_dir():
+        return []
+    info = read_run(run)
+    if info is not None and info["legacy"]:
+        for part in ("model", "state"):
+            olds = sorted(run.glob(f".{part}.old-*"))
+            if not (run / part).exists() and olds:
+                os.rename(olds[0], run / part)
+    current = info["dir"].name if info is not None and not info["legacy"] else None
+    removed = []
+    for p in sorted(run.iterdir()):
+        if _LEFTOVER.fullmatch(p.name) or (_CKPT.fullmatch(p.name) and p.name != current):
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p.name)
+    if removed:
+        fsync_dir(run)
+    return removed

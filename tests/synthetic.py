@@ -83,3 +83,36 @@ def write_reward_dataset(
                 truncated=np.zeros(len(actions), bool),
             )
     return root
+
+
+def scroll_episodes(episodes: int, length: int, size: int = 32, step: int = 2, seed: int = 0):
+    """A camera over a smooth random texture (a torus 4x the view) moved by a hidden action
+    {0: stay, 1: up, 2: down, 3: left, 4: right}, `step` pixels a step: the whole view shifts, as when a
+    first-person player turns. x_t+1 - x_t is then about shift x image gradient, so a difference image
+    alone does not tell left from right; the frames do."""
+    rng = np.random.default_rng(seed)
+    big = 4 * size
+    noise = rng.random((big // 4, big // 4, 3))
+    texture = np.kron(noise, np.ones((4, 4, 1)))  # blocky, then smoothed by rolling averages
+    for axis in (0, 1):
+        texture = sum(np.roll(texture, k, axis=axis) for k in range(-2, 3)) / 5
+    texture = (texture * 255).astype(np.uint8)
+    for _ in range(episodes):
+        pos = rng.integers(0, big, size=2)
+        frames, actions = [], []
+        for t in range(length):
+            view = np.roll(texture, shift=(-int(pos[0]), -int(pos[1])), axis=(0, 1))[:size, :size]
+            frames.append(view)
+            if t < length - 1:
+                a = int(rng.integers(0, len(MOVES)))
+                pos = (pos + MOVES[a] * step) % big
+                actions.append(a)
+        yield np.stack(frames), np.array(actions, dtype=np.int64)
+
+
+def write_scroll_dataset(root, episodes: int = 40, length: int = 32, seed: int = 0, **kw):
+    """Whole-view scrolling video with its hidden actions (see scroll_episodes)."""
+    with EpisodeWriter(root, meta={"source": "gym", "env_id": "Scroll-v0", "num_actions": len(MOVES)}) as w:
+        for frames, actions in scroll_episodes(episodes, length, seed=seed, **kw):
+            w.add_episode(frames, actions=actions)
+    return root

@@ -11,7 +11,7 @@ import pytest
 import torch
 from synthetic import write_sprite_dataset
 
-from genie.checkpoint import load_model, save_model
+from genie.checkpoint import load_model, read_run, save_model
 from genie.core.errors import GenieError
 from genie.data import VideoDataset
 from genie.data.sources import collect
@@ -104,7 +104,8 @@ def test_two_process_gloo_training_through_accelerate(sprite_data, tmp_path):
     assert ranks == ["rank0_of_2.txt", "rank1_of_2.txt"]
     # DDP all-reduced the gradients: both ranks hold the same weights.
     assert (tmp_path / ranks[0]).read_text() == (tmp_path / ranks[1]).read_text()
-    assert sorted(p.name for p in (tmp_path / "run" / "state").glob("random_states_*")) == [
+    state = read_run(tmp_path / "run")["dir"] / "state"  # the committed checkpoint holds every rank's RNG
+    assert sorted(p.name for p in state.glob("random_states_*")) == [
         "random_states_0.pkl",
         "random_states_1.pkl",
     ]
@@ -157,7 +158,10 @@ def test_checkpoint_round_trip_and_mismatches(tmp_path):
     (tmp_path / "tok" / "config.json").write_text(json.dumps(cfg))
     weights = tmp_path / "tok" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(ValueError, match="unreadable"):
+    with pytest.raises(ValueError, match="model.safetensors is truncated"):  # its size is in config.json
+        load_model(tmp_path / "tok")
+    (tmp_path / "tok" / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "files"}))
+    with pytest.raises(ValueError, match="unreadable"):  # a checkpoint of older genie: no checksums
         load_model(tmp_path / "tok")
     (tmp_path / "tok" / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="corrupt"):

@@ -14,6 +14,14 @@ Each phase stops at its share of --budget seconds and says what it reached.
 `--compile` adds a single-stream row for the captured step (World(compile=True): torch.compile, CUDA
 graphs on a GPU) and runs the batched phase with it; compilation happens in an untimed warm-up step
 and its wall time is reported on its own.
+
+Fraction of peak (genie/cli/peak.py): the FLOPs of one step are counted once, on an extra untimed step
+of the cached eager stream at its steady state, and this machine's matmul rate is measured in the same
+run (fp32 on a CPU, bf16 on CUDA; at a square size and at the step's largest matmul shapes). Each path
+gets achieved GFLOP/s = frames/s x that count and its ratio to the peak. Every path is charged the
+same useful work per frame: the uncached path's recomputation of the history is not counted as work,
+so its ratio shows what a user gets from the machine. Training rows count their own step (forward,
+backward).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import torch
 
 from dynamics.model import DynamicsModel
 from envs.vector_env import GenieVectorEnv
+from genie.cli import peak
 from genie.world import World, random_world
 
 
@@ -44,8 +53,18 @@ def sync(device: torch.device) -> None:
 
 
 def single_stream(
-    path, prompt, use_cache: bool, steps: int, budget: float, device, maskgit_steps, compile: bool = False
+    path,
+    prompt,
+    use_cache: bool,
+    steps: int,
+    budget: float,
+    device,
+    maskgit_steps,
+    compile: bool = False,
+    counted: dict | None = None,
 ) -> dict:
+    """One world rolled out one frame at a time. With `counted` (a dict), one more untimed step is run
+    under the FLOP counters and counted["flops"], counted["matmul_shapes"] are filled in."""
     world = World.load(path, device=device, use_cache=use_cache, compile=compile)
     receptive = world.dynamics.transformer.receptive_field
     gen = torch.Generator(device=world.device).manual_seed(0)
@@ -69,6 +88,11 @@ def single_stream(
         if time.perf_counter() - t_start > budget:
             break
     last = times[-steps:]
+    if counted is not None:
+        step = actions[-1:]
+        counted["flops"], counted["matmul_shapes"] = peak.count(
+            lambda: world.step(step, maskgit_steps=maskgit_steps, generator=gen)
+        )
     return {
         "use_cache": use_cache,
         "compiled": compile,
@@ -109,7 +133,20 @@ def training(world: World, batch_size: int, steps: int, budget: float) -> dict:
             break
     sync(world.device)
     dt = time.perf_counter() - t0
-    return {"batch_size": batch_size, "context": T, "steps": done, "frames_per_s": batch_size * T * done / dt}
+
+    def one_step():
+        with amp:
+            model.compute_loss({"tokens": tokens, "latent_actions": actions})["loss"].backward()
+        opt.zero_grad(set_to_none=True)
+
+    flops, _ = peak.count(one_step)  # forward + backward (AdamW's elementwise update counts nothing)
+    return {
+        "batch_size": batch_size,
+        "context": T,
+        "steps": done,
+        "frames_per_s": batch_size * T * done / dt,
+        "flops_per_frame": flops / (batch_size * T),
+    }
 
 
 def batched(world: World, prompt, sizes, steps: int, budget: float, maskgit_steps) -> list[dict]:
@@ -143,6 +180,23 @@ def batched(world: World, prompt, sizes, steps: int, budget: float, maskgit_step
         log(
             f"  batch {n:5d}: {n * done / dt:10.1f} env-steps/s ({1e3 * dt / done:.1f} ms/step, {done} steps)"
         )
+    return rows
+
+
+def utilization_rows(single, batch, train, flops_per_frame, peak_gflops, compiled: bool) -> list[dict]:
+    """The fraction-of-peak rows, in table order; each source row also gets its gflops and
+    fraction_of_peak fields."""
+    rows = []
+    for r in single:
+        rows.append(peak.utilization(_label(r), r["fps"], flops_per_frame, peak_gflops))
+    for r in batch:
+        path = f"batched {r['num_envs']}{', compiled' if compiled else ''}"
+        rows.append(peak.utilization(path, r["env_steps_per_s"], flops_per_frame, peak_gflops))
+    rows.append(
+        peak.utilization("dynamics training", train["frames_per_s"], train["flops_per_frame"], peak_gflops)
+    )
+    for src, row in zip([*single, *batch, train], rows, strict=True):
+        src["gflops"], src["fraction_of_peak"] = row["achieved_gflops"], row["fraction_of_peak"]
     return rows
 
 
@@ -197,10 +251,18 @@ def run(args) -> int:
         f"on {device}, {torch.get_num_threads()} threads"
     )
 
-    single = []
+    single, counted = [], {}
     for use_cache, compiled in [(True, False), (False, False)] + ([(True, True)] if args.compile else []):
         r = single_stream(
-            path, prompt, use_cache, args.steps, args.budget / 2, args.device, args.maskgit_steps, compiled
+            path,
+            prompt,
+            use_cache,
+            args.steps,
+            args.budget / 2,
+            args.device,
+            args.maskgit_steps,
+            compiled,
+            counted if not single else None,  # count once: the default (cached, eager) path
         )
         single.append(r)
         compiled_in = f", compiled in {r['compile_s']:.0f}s" if compiled else ""
@@ -216,6 +278,11 @@ def run(args) -> int:
         f"  dynamics training: {train['frames_per_s']:.1f} frames/s (batch {train['batch_size']} x {train['context']})"
     )
 
+    dtype = next(world.dynamics.parameters()).dtype
+    machine = peak.measure_peak(world.device, dtype, counted["matmul_shapes"])
+    util = utilization_rows(single, batch, train, counted["flops"], machine["peak_gflops"], args.compile)
+    log(f"  {peak.describe_peak(machine)}")
+
     ratio = single[0]["fps"] / single[1]["fps"]
     best = max(batch, key=lambda r: r["env_steps_per_s"]) if batch else None
     result = {
@@ -228,6 +295,9 @@ def run(args) -> int:
         "batched": batch,
         "training": train,
         "cached_over_uncached": ratio,
+        "flops_per_env_step": counted["flops"],
+        "peak": machine,
+        "utilization": util,
     }
     tmp.cleanup()
     if args.json:
@@ -246,11 +316,14 @@ def run(args) -> int:
     for r in batch:
         print(f"{r['num_envs']:<22}{r['env_steps_per_s']:>12.1f}{r['ms_per_step']:>12.1f}")
     print(f"{'dynamics training':<22}{train['frames_per_s']:>12.1f} frames/s")
+    print()
+    print(peak.format_table(util, machine))
     compiled = f", {single[2]['fps']:.1f} compiled" if args.compile else ""
     print(
         f"summary: {name}: {single[0]['fps']:.1f} frames/s cached, {single[1]['fps']:.1f} uncached "
         f"({ratio:.1f}x){compiled}; best batch {best['num_envs'] if best else '-'}: "
-        f"{best['env_steps_per_s'] if best else 0:.0f} env-steps/s; training {train['frames_per_s']:.0f} frames/s"
+        f"{best['env_steps_per_s'] if best else 0:.0f} env-steps/s; training {train['frames_per_s']:.0f} frames/s; "
+        f"default path at {100 * util[0]['fraction_of_peak']:.1f}% of peak"
     )
     return 0
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from envs.genie_env import GenieEnv
+from genie.cli.args import Parser, check_numbers
 from genie.cli.keymap import Keymap
 from genie.core.errors import GenieError, GenieValueError
 from genie.data.video import VIDEO_SUFFIXES, write_video
@@ -84,7 +85,6 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from genie.cli.commands import Parser  # here: genie.cli.commands imports this module
 
     return add_arguments(Parser(prog="play.py", description="Play a genie world."))
 
@@ -114,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_args(args) -> list[str]:
-    from genie.cli.commands import check_numbers  # `python play.py` does not go through genie's main
-
     check_numbers(args)
     if args.record is not None:
         if Path(args.record).suffix.lower() not in VIDEO_SUFFIXES:

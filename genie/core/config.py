@@ -43,6 +43,12 @@ class LAMConfig:
     # The bottleneck is continuous for the first vq_warmup steps, then k-means starts the codebook
     # (dynamics/lam.py: the encoder reads frame-pair differences, 2D RoPE on both sides).
     vq_warmup: int = 200
+    # > 0: the encoder also reads a block-matching cost volume per patch (shifts up to this many pixels),
+    # so a textured view that shifts as a whole shows which way it went; 0: the difference image only.
+    motion_radius: int = 0
+    # How many transitions before x_t -> x_{t+1} the encoder also reads (0: the pair alone). A game with
+    # momentum shows its action in the change of motion, not in the motion.
+    encoder_history: int = 0
 
     @property
     def grid(self) -> int:
@@ -87,12 +93,37 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     "lam": {
         "tiny": dict(
-            image_size=32, patch=4, d_model=64, depth=2, heads=4, num_actions=8, code_dim=16, context=8
+            image_size=32,
+            patch=4,
+            d_model=64,
+            depth=2,
+            heads=4,
+            num_actions=8,
+            code_dim=16,
+            context=8,
+            motion_radius=4,
         ),
         "demo": dict(
-            image_size=64, patch=8, d_model=128, depth=3, heads=4, num_actions=8, code_dim=32, context=8
+            image_size=64,
+            patch=8,
+            d_model=128,
+            depth=3,
+            heads=4,
+            num_actions=8,
+            code_dim=32,
+            context=8,
+            motion_radius=6,
         ),
-        "coinrun": dict(image_size=64, patch=16, d_model=512, depth=8, heads=8, num_actions=8, code_dim=32),
+        "coinrun": dict(
+            image_size=64,
+            patch=16,
+            d_model=512,
+            depth=8,
+            heads=8,
+            num_actions=8,
+            code_dim=32,
+            motion_radius=6,
+        ),
     },
     "dynamics": {
         "tiny": dict(d_model=64, depth=2, heads=4, context=8, maskgit_steps=8),

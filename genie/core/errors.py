@@ -21,6 +21,18 @@ class GenieTypeError(GenieError, TypeError):
     pass
 
 
+class GenieCorruptFileError(GenieValueError):
+    """A file genie wrote is truncated, altered or unreadable (its checksum or format says so)."""
+
+
+class GenieDiskFullError(GenieError, OSError):
+    """The disk filled up during a write; what was committed before it is intact."""
+
+
+class GenieLockedError(GenieError):
+    """Another process is writing to the same output folder."""
+
+
 def positive_int(value, name: str) -> int:
     """`value` as an int when it is an integer >= 1 (not a bool, not 2.7), else one GenieValueError."""
     if isinstance(value, bool) or not hasattr(value, "__index__") or value < 1:

@@ -5,18 +5,30 @@ leaves the previous version readable and nothing half-written visible. Every JSO
 writes (a dataset's dataset.json, a model's config.json, a world's world.json) opens with
 {"format": ..., "version": ...}; `read_header` checks both and says, in one sentence, how to fix a file
 that is missing, corrupt, of another kind or of another version.
+
+Also here: checksums (`file_entry`, `check_files`: size + blake2b of every file a manifest lists), the
+one-writer lock of an output folder (`OutputLock`), "disk full" as one sentence (`writing`), and the
+fault-injection hook the crash tests use (`crash_point`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
+import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
-from genie.core.errors import GenieValueError
+from genie.core.errors import GenieCorruptFileError, GenieDiskFullError, GenieLockedError, GenieValueError
+
+CRASH_EXIT_CODE = 137  # what a shell reports for kill -9
 
 
 def fsync_dir(path) -> None:
@@ -26,6 +38,18 @@ def fsync_dir(path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(folder) -> None:
+    """fsync every file and folder under `folder` (and `folder` itself), so a rename of it is durable."""
+    for parent, dirs, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(parent, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(parent)
 
 
 def write_json_atomic(path, data: dict, sort_keys: bool = False) -> None:
@@ -49,22 +73,48 @@ def write_json_atomic(path, data: dict, sort_keys: bool = False) -> None:
 
 @contextlib.contextmanager
 def atomic_dir(path):
-    """Yield a temporary folder; on success it replaces `path` (the old one is removed only after)."""
+    """Yield a temporary folder; on success it replaces `path` in one atomic exchange where the OS has one
+    (Linux renameat2), else by two renames; the old folder is removed only after."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
     try:
         yield tmp
+        fsync_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if path.exists() and _exchange(tmp, path):
+        fsync_dir(path.parent)
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old folder
+        return
     old = None
     if path.exists():
         old = path.parent / f".{path.name}.old-{os.getpid()}"
         os.rename(path, old)
     os.rename(tmp, path)
+    fsync_dir(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (renameat2 RENAME_EXCHANGE); False where unsupported."""
+    rename = getattr(_libc(), "renameat2", None)
+    if rename is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if rename(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # this filesystem (or kernel) cannot exchange: fall back to two renames
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@functools.cache
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def header(fmt: str, version: int) -> dict:
@@ -88,3 +138,160 @@ def read_header(path, fmt: str, version: int, what: str, fix: str, readable: tup
             f"use the genie release that wrote it, or {fix}."
         )
     return info
+
+
+# --- Checksums ---
+
+
+def file_digest(path) -> str:
+    """blake2b (32-byte digest, hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.blake2b(digest_size=32)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_entry(path) -> dict:
+    """The manifest entry of one file: {"bytes": size, "blake2b": digest}."""
+    return {"bytes": os.path.getsize(path), "blake2b": file_digest(path)}
+
+
+def check_files(folder, files, fix: str, full: bool = True, only=None) -> None:
+    """Check the files a manifest lists ({relative name: file_entry}) under `folder`: each exists, has its
+    size and (with `full`) its blake2b. `only` limits the check to some names. One
+    GenieCorruptFileError naming the file and `fix` otherwise."""
+    folder = Path(folder)
+    if not isinstance(files, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("blake2b"), str)
+        for e in files.values()
+    ):
+        raise GenieCorruptFileError(f"The checksum list of {folder} is malformed: {fix}.")
+    for name, entry in files.items():
+        if only is not None and name not in only:
+            continue
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise GenieCorruptFileError(f"{path} is missing (its folder lists it): {fix}.") from None
+        if size != entry["bytes"]:
+            raise GenieCorruptFileError(
+                f"{path} is truncated or altered ({size} bytes, {entry['bytes']} were written): {fix}."
+            )
+        if full and file_digest(path) != entry["blake2b"]:
+            raise GenieCorruptFileError(f"{path} is corrupt (its blake2b checksum does not match): {fix}.")
+
+
+# --- Disk full ---
+
+
+def _is_disk_full(e: BaseException, path) -> bool:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    if "No space left" in text or "StorageFull" in text or "os error 28" in text:
+        return True
+    if "write failed" in text:  # torch's zip writer: "PytorchStreamWriter failed writing file ..."
+        folder = Path(path)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(folder).free < 16 << 20
+    return False
+
+
+@contextlib.contextmanager
+def writing(path, cleanup=None):
+    """Writes under `path` inside this block: a full disk becomes one GenieDiskFullError sentence, after
+    removing the folder `cleanup` (the half-written staging copy), so the disk is not left fuller."""
+    try:
+        yield
+    except GenieDiskFullError:
+        raise
+    except Exception as e:
+        if not _is_disk_full(e, path):
+            raise
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        raise GenieDiskFullError(
+            f"No space left on device while writing {path}: free space or choose another --out; "
+            "nothing was lost."
+        ) from None
+
+
+# --- One writer per output folder ---
+
+
+class OutputLock:
+    """An exclusive flock on FOLDER/.lock, which also holds the writer's PID. The kernel drops a flock when
+    its process dies, so a lock left by a killed writer is free: the next writer takes it over and says
+    so. Not re-entrant: a second OutputLock on the same folder fails, in this process too."""
+
+    def __init__(self, folder):
+        self.folder, self._file = Path(folder), None
+
+    def acquire(self) -> OutputLock:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise GenieValueError(f"{self.folder} is a file, not a folder: choose another --out path.")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        f = open(self.folder / ".lock", "a+")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(f)
+            f.close()
+            who = f"Another process (PID {pid})" if pid else "Another process"
+            raise GenieLockedError(
+                f"{who} is writing to {self.folder}: wait for it to finish or use another --out folder."
+            ) from None
+        previous = _read_pid(f)
+        if previous and previous != os.getpid():
+            print(
+                f"{self.folder}: took over the lock of process {previous}, which ended without releasing it.",
+                file=sys.stderr,
+                flush=True,
+            )
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def release(self) -> None:
+        if self._file is None:
+            return
+        f, self._file = self._file, None
+        with contextlib.suppress(OSError):  # the folder may be gone already (nothing was committed)
+            f.seek(0)
+            f.truncate()
+            f.flush()
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_pid(f) -> int | None:
+    f.seek(0)
+    text = f.read().strip()
+    return int(text) if text.isdigit() else None
+
+
+# --- Fault injection (tests) ---
+
+
+def crash_point(phase: str, step: int | None = None) -> None:
+    """End the process here at once, as kill -9 would (no cleanup, no flush), when the environment says
+    GENIE_CRASH_AT=<phase> (and GENIE_CRASH_STEP=<step>, when set, matches). Used by tests/test_crash_safety.py."""
+    if os.environ.get("GENIE_CRASH_AT") != phase:
+        return
+    want = os.environ.get("GENIE_CRASH_STEP")
+    if want is not None and step is not None and int(want) != step:
+        return
+    os._exit(CRASH_EXIT_CODE)

@@ -5,12 +5,14 @@ Letters: T frames per episode, H W pixels.
 Layout of a dataset folder (FORMAT_VERSION = 1):
 
     root/dataset.json                 {"format": "genie-dataset", "version": 1, "frame_shape": [H, W, 3],
-                                       "source": "gym" | "video", "env_id", "num_actions", "env_kwargs", ...}
+                                       "source": "gym" | "video", "env_id", "num_actions", "env_kwargs", ...,
+                                       "runs": [{"first_episode", "started", "seed", ...}, ...]}
     root/episodes/ep_000000/frames.npy       uint8 (T, H, W, 3), read with np.load(mmap_mode="r")
                            /actions.npy      int64 (T-1,)    optional
                            /rewards.npy      float32 (T-1,)  optional
                            /terminated.npy   bool (T-1,)     optional
                            /truncated.npy    bool (T-1,)     optional
+                           /manifest.json    size + blake2b of each array above
     root/.tmp/                        episodes being written (never read; cleaned by the next writer)
     root/.lock                        held (flock) by the one writer that may append
 
@@ -23,24 +25,42 @@ actions[s : s+T-1].
 Atomicity: an episode is written into `root/.tmp/<unique>/`, every file is fsynced, and the folder is
 renamed to `root/episodes/ep_XXXXXX` in one `os.rename`. Readers list only `episodes/ep_*`, so a crash
 leaves every finished episode readable and nothing half-written visible. `dataset.json` is replaced
-atomically (tmp file + fsync + os.replace). One writer at a time (an exclusive flock on `root/.lock`).
+atomically (tmp file + fsync + os.replace). One writer at a time (an exclusive flock on `root/.lock`,
+genie.core.io.OutputLock).
+
+Checksums: each episode's manifest.json lists its arrays. Opening an episode checks that every listed
+array is there with its size and that the small (transition) arrays match their blake2b, which costs a
+stat per file; `verify_episode(folder, full=True)` also hashes frames.npy.
+
+Runs: dataset.json lists every run that wrote into the dataset; run k wrote episodes first_episode(k) up
+to first_episode(k+1). A run whose meta has a `seed` (episode k resets with seed + k, genie collect) must
+start past the seeds earlier runs used, so no episode repeats: `EpisodeWriter.next_seed` says where.
 
 Reading (memory-mapped episodes, episode-safe training windows) is in genie/data/dataset.py.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pathlib
 import shutil
+import time
 import uuid
 
 import numpy as np
 import torch
 
-from genie.core.errors import GenieError, GenieTypeError, GenieValueError
-from genie.core.io import fsync_dir, read_header, write_json_atomic
+from genie.core.errors import GenieTypeError, GenieValueError
+from genie.core.io import (
+    OutputLock,
+    check_files,
+    file_entry,
+    fsync_dir,
+    header,
+    read_header,
+    write_json_atomic,
+    writing,
+)
 
 FORMAT = "genie-dataset"
 FORMAT_VERSION = 1
@@ -56,6 +76,9 @@ _MAKE_HINT = (
     "create one with `genie collect --env ALE/Breakout-v5 --out {root}` or `genie ingest VIDEO --out {root}`"
 )
 _NPY_HEADER_BYTES = 128  # fixed-size .npy header so a streamed frames.npy can have its length patched in
+MANIFEST = "manifest.json"
+_HASHED_ON_OPEN = 1 << 20  # arrays up to this size are hashed when an episode is opened; frames.npy is not
+_verified: set = set()  # (path, size, mtime_ns) of files whose blake2b matched, in this process
 
 
 # --- Small file helpers ---
@@ -79,7 +102,10 @@ def _npy_header(shape: tuple) -> bytes:
 
 
 def _read_npy_header(path: pathlib.Path) -> tuple[tuple, np.dtype, int]:
-    """(shape, dtype, byte offset of the data) of a C-order .npy file, without reading its data."""
+    """(shape, dtype, byte offset of the data) of a C-order .npy file, without reading its data. Reading
+    an episode's frames.npy header first checks the episode against its manifest (verify_episode)."""
+    if path.name == "frames.npy":
+        verify_episode(path.parent, full=False)
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -95,6 +121,35 @@ def _read_npy_header(path: pathlib.Path) -> tuple[tuple, np.dtype, int]:
     if fortran:
         raise GenieValueError(f"{path} is Fortran-ordered: delete {path.parent} (or recreate the dataset).")
     return tuple(shape), dtype, offset
+
+
+def verify_episode(folder, full: bool = True) -> None:
+    """Check episode `folder` against its manifest.json: every listed array exists with its size, the
+    small ones match their blake2b, and with `full` frames.npy does too. One GenieCorruptFileError naming
+    the file otherwise. Episodes written before manifests have none and pass."""
+    folder = pathlib.Path(folder)
+    path = folder / MANIFEST
+    if not path.exists():
+        return
+    fix = f"delete {folder} (or recreate the dataset)"
+    files = read_header(path, "genie-episode", 1, "episode manifest", fix).get("files")
+    check_files(folder, files, fix, full=False)
+    for name, entry in files.items():
+        if not full and entry["bytes"] > _HASHED_ON_OPEN:
+            continue
+        stat = (folder / name).stat()
+        key = (str(folder / name), stat.st_size, stat.st_mtime_ns)
+        if key not in _verified:
+            check_files(folder, files, fix, only={name})
+            _verified.add(key)
+
+
+def verify_dataset(root) -> int:
+    """Fully check every episode of dataset `root` (blake2b of every array); returns the episode count."""
+    dirs = _list_episode_dirs(pathlib.Path(root))
+    for folder in dirs:
+        verify_episode(folder, full=True)
+    return len(dirs)
 
 
 def _episode_index(name: str) -> int | None:
@@ -130,6 +185,26 @@ def _read_meta(root: pathlib.Path) -> dict:
     return meta
 
 
+def _runs(meta: dict) -> list[dict]:
+    """The runs that wrote into a dataset (datasets of older genie: one run, with its top-level seed)."""
+    runs = meta.get("runs")
+    if isinstance(runs, list) and all(isinstance(r, dict) for r in runs):
+        return runs
+    return [{"first_episode": 0, "seed": meta.get("seed")}]
+
+
+def _next_seed(meta: dict, num_episodes: int) -> int | None:
+    """The first seed past every seed earlier runs reset episodes with (run k: seed_k + its k-th episode)."""
+    runs = _runs(meta)
+    ends = []
+    for k, run in enumerate(runs):
+        seed, first = run.get("seed"), run.get("first_episode", 0)
+        last = runs[k + 1].get("first_episode", num_episodes) if k + 1 < len(runs) else num_episodes
+        if isinstance(seed, int) and isinstance(first, int) and last > first:
+            ends.append(seed + last - first)
+    return max(ends) if ends else None
+
+
 def _check_frame_shape(shape) -> tuple:
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or shape[2] != 3 or min(shape) < 1:
@@ -161,15 +236,7 @@ class EpisodeWriter:
                 raise GenieValueError(
                     f"{self.root} exists and is not a genie dataset: choose a new or empty --out folder."
                 )
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.root / ".lock", "a+")  # noqa: SIM115 (held until close)
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise GenieError(
-                f"Another process is writing to {self.root}: wait for it to finish or use another --out folder."
-            ) from None
+        self._lock = OutputLock(self.root).acquire()
         self._closed = False
         try:
             self._open(frame_shape, dict(meta or {}))
@@ -183,6 +250,9 @@ class EpisodeWriter:
         (self.root / EPISODES_DIR).mkdir(exist_ok=True)
         meta_path = self.root / "dataset.json"
         self.frame_shape = _check_frame_shape(frame_shape) if frame_shape is not None else None
+        dirs = _list_episode_dirs(self.root)
+        self._next_index = _episode_index(dirs[-1].name) + 1 if dirs else 0
+        self.next_seed = None
         if meta_path.exists():
             existing = _read_meta(self.root)
             old_shape = tuple(existing["frame_shape"])
@@ -197,15 +267,25 @@ class EpisodeWriter:
                     raise GenieValueError(
                         f"{self.root} holds data with {key}={old!r}, not {new!r}: use a new --out folder."
                     )
+            self.next_seed = _next_seed(existing, self._next_index) if dirs else None
+            seed = meta.get("seed")
+            if isinstance(seed, int) and self.next_seed is not None and seed < self.next_seed:
+                raise GenieValueError(
+                    f"{self.root} already holds episodes reset with seeds up to {self.next_seed - 1}: pass "
+                    f"--seed {self.next_seed} (or more) to append new ones, or use a new --out folder."
+                )
             self.frame_shape = old_shape
-            merged = {**existing, **{k: v for k, v in meta.items() if v is not None}}
-            if merged != existing:
-                self._write_meta(merged)
-            self.meta = merged
+            # Written with this run's first episode (a run that writes nothing changes nothing).
+            self.meta = {**existing, **{k: v for k, v in meta.items() if v is not None}}
         else:
             self.meta = {"source": None, "env_id": None, "num_actions": None, "env_kwargs": {}, **meta}
-        dirs = _list_episode_dirs(self.root)
-        self._next_index = _episode_index(dirs[-1].name) + 1 if dirs else 0
+        run = {k: v for k, v in meta.items() if k != "action_names"}
+        self._run = {
+            "first_episode": self._next_index,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **run,
+        }
+        self._run_recorded = False
         self.episodes_written = 0
         self.frames_written = 0
 
@@ -227,8 +307,7 @@ class EpisodeWriter:
         shutil.rmtree(self.root / TMP_DIR, ignore_errors=True)
         if self._created_root and not (self.root / "dataset.json").exists():
             shutil.rmtree(self.root, ignore_errors=True)  # nothing was committed: leave no empty dataset
-        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-        self._lock_file.close()
+        self._lock.release()
 
     def add_episode(
         self, frames, actions=None, rewards=None, terminated=None, truncated=None
@@ -241,6 +320,15 @@ class EpisodeWriter:
         if self._closed:
             raise GenieValueError("This EpisodeWriter is closed: open a new one to append more episodes.")
         tmp = self.root / TMP_DIR / uuid.uuid4().hex
+        final = self.root / EPISODES_DIR / f"ep_{self._next_index:06d}"
+        with writing(final, cleanup=tmp):
+            num_frames = self._write_episode(tmp, final, frames, actions, rewards, terminated, truncated)
+        self._next_index += 1
+        self.episodes_written += 1
+        self.frames_written += num_frames
+        return final
+
+    def _write_episode(self, tmp, final, frames, actions, rewards, terminated, truncated) -> int:
         tmp.mkdir()
         try:
             num_frames = self._write_frames(tmp / "frames.npy", frames)
@@ -261,19 +349,22 @@ class EpisodeWriter:
                         f"{num_frames - 1} transitions: pass one value per transition (see the alignment contract)."
                     )
                 _save_npy(tmp / f"{name}.npy", array.astype(TRANSITION_ARRAYS[name]))
-            fsync_dir(tmp)
-            if not (self.root / "dataset.json").exists():
-                self._write_meta(self.meta)
-            final = self.root / EPISODES_DIR / f"ep_{self._next_index:06d}"
+            files = {p.name: file_entry(p) for p in sorted(tmp.iterdir())}
+            write_json_atomic(tmp / MANIFEST, {**header("genie-episode", 1), "files": files})
+            if not self._run_recorded:  # before its first episode lands, so a crash leaves it recorded
+                self._write_meta({**self.meta, "runs": [*self._previous_runs(), self._run]})
+                self._run_recorded = True
             os.rename(tmp, final)
             fsync_dir(final.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._next_index += 1
-        self.episodes_written += 1
-        self.frames_written += num_frames
-        return final
+        return num_frames
+
+    def _previous_runs(self) -> list[dict]:
+        if not (self.root / "dataset.json").exists():
+            return []
+        return _runs(self.meta) if self._next_index else []
 
     def _write_frames(self, path: pathlib.Path, frames) -> int:
         if isinstance(frames, (np.ndarray, torch.Tensor)):

@@ -4,14 +4,17 @@ A model plugs in with `compute_loss(batch) -> {"loss": ..., <scalar metrics>...}
 and optionally `preview(batch) -> (truth, prediction)` uint8 (T, H, W, 3) for PNG strips.
 
 Run folder layout (`out`):
-    model/           safetensors + config.json: rebuilds the model with no other input
-    state/           accelerate state (model, optimizer, RNG) for --resume
-    trainer.json     step reached, train config
-    metrics.csv      one row per log interval
+    trainer.json     the commit point: step reached, train config, and which ckpt-NNNNNN/ is current
+    ckpt-NNNNNN/     model/ (safetensors + config.json: rebuilds the model with no other input), state/
+                     (accelerate: weights, optimizer, RNG of every process) and their checksums
+    metrics.csv      one row per log interval, each step once (rows past the resumed step are dropped)
     samples/         ground-truth-vs-prediction PNG strips
+    .lock            held by the one process training into `out`
 
 Exact resume: batches are a pure function of (seed, step, micro-step, rank) (see StepSampler), the LR is
-a pure function of the step, and accelerate restores the weights, optimizer moments and RNG states.
+a pure function of the step, and accelerate restores the weights, optimizer moments and RNG states. A
+checkpoint commits all of them together, or none (genie/checkpoint.py): a kill at any instant resumes
+from the last committed step, and the next run removes what the interrupted commit left, saying so.
 
 Letters: B batch, T frames, H W pixels.
 """
@@ -19,10 +22,9 @@ Letters: B batch, T frames, H W pixels.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
-import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,9 +36,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from genie.checkpoint import save_model
-from genie.core.errors import GenieFileNotFoundError, GenieValueError
-from genie.core.io import atomic_dir, write_json_atomic
+from genie.checkpoint import (
+    clean_run,
+    commit_checkpoint,
+    read_run,
+    staging_dir,
+    verify_checkpoint,
+    write_model_files,
+)
+from genie.core.errors import GenieError, GenieFileNotFoundError, GenieValueError, positive_int
+from genie.core.io import OutputLock, crash_point, writing
 
 
 @dataclass
@@ -60,6 +69,7 @@ class TrainConfig:
     log_every: int = 10
     image_every: int = 250
     ckpt_every: int = 500
+    """optimizer steps between checkpoints (`save_every` in the recipes, --save-every)"""
     num_workers: int = 0
     mixed_precision: str = "auto"
     """"auto": bf16 on CUDA, fp32 on CPU; or "no" / "bf16" / "fp16\""""
@@ -176,25 +186,85 @@ def train(
         # Tiny gradients late in training (and Adam's squares of them) reach the denormal range, where x86
         # arithmetic is many times slower: measured 5x on the demo LAM once its loss fell to ~1e-4.
         torch.set_flush_denormal(True)
-    start_step = 0
-    if resume:
-        state_file = out / "trainer.json"
-        if not state_file.exists() or not (out / "state").exists():
+    positive_int(cfg.ckpt_every, "save_every")
+    main = accelerator.is_main_process
+    lock = OutputLock(out) if main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(model, dataset, cfg, out, resume, meta, batch_fn, accelerator, progress, stop_after)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _prepare_run(out: Path, resume: bool) -> None:
+    """Main process, lock held: clean what an interrupted checkpoint left, refuse what cannot start."""
+    removed = clean_run(out)
+    info = read_run(out)
+    where = (
+        f"resuming from step {info['step']}" if info else "nothing had been committed yet: starting at step 0"
+    )
+    if removed:
+        _say(f"{out}: removed the leftovers of an interrupted checkpoint ({', '.join(removed)}); {where}.")
+    if info is None:
+        started = (out / "metrics.csv").exists() or (out / "samples").exists()
+        if resume and not (started or removed):
             raise GenieFileNotFoundError(
                 f"Nothing to resume in {out}: run without --resume to start training there."
             )
-        start_step = json.loads(state_file.read_text())["step"]
-    elif (out / "trainer.json").exists():
+        if started and not removed:
+            _say(f"{out}: the run interrupted there had committed no checkpoint; {where}.")
+    elif not resume:
         raise GenieValueError(
-            f"{out} already holds a training run: pass --resume to continue it, or pick a new --out."
+            f"{out} already holds a training run (step {info['step']}): pass --resume to continue it, "
+            "or pick a new --out."
         )
+
+
+def _train(model, dataset, cfg, out, resume, meta, batch_fn, accelerator, progress, stop_after) -> dict:
+    """`train` with the folder's lock held: start (or resume from the committed step), loop, checkpoint."""
+    main = accelerator.is_main_process
+    if main:
+        _prepare_run(out, resume)
+    accelerator.wait_for_everyone()
+    info = read_run(out) if resume else None
+    start_step = info["step"] if info is not None else 0
+    if info is not None:
+        verify_checkpoint(info)
 
     torch.manual_seed(cfg.seed)
     raw_model = model
     optimizer = configure_optimizer(raw_model, cfg)
     model, optimizer = accelerator.prepare(LossModule(raw_model), optimizer)
-    if resume:
-        accelerator.load_state(str(out / "state"))
+    if info is not None:
+        state = info["dir"] / "state"
+        try:
+            accelerator.load_state(str(state))
+        except GenieError:
+            raise
+        except Exception as e:  # truncated optimizer.bin, RNG pickles, ... of a run without checksums
+            raise GenieValueError(
+                f"The training state in {state} is unreadable ({e.__class__.__name__}): restore it, or "
+                "start again with a new --out."
+            ) from None
+        if info["legacy"]:  # older genie could commit state/ and die before trainer.json said so
+            reached = _optimizer_steps(optimizer)
+            if reached > start_step:
+                if main:
+                    _say(
+                        f"{out}: its state/ is at step {reached}, past trainer.json's {start_step}: resuming there."
+                    )
+                start_step = reached
+    if main:
+        _truncate_metrics(out / "metrics.csv", start_step)
+        for png in (out / "samples").glob("step_*.png"):
+            if png.stem[5:].isdigit() and int(png.stem[5:]) > start_step:
+                png.unlink()
 
     loader = window_loader(
         dataset,
@@ -208,7 +278,6 @@ def train(
         start_step=start_step,
     )
     batches = iter(loader)
-    main = accelerator.is_main_process
     metrics_path = out / "metrics.csv"
     frames_per_step = None
     t_start, frames_seen, last = time.time(), 0, {}
@@ -246,6 +315,7 @@ def train(
             logged = {k: float(v) for k, v in sums.items()}
             bar.set_postfix(loss=f"{logged['loss']:.4f}", fps=f"{fps:.0f}")
             _append_csv(metrics_path, {"step": done, "lr": lr_at(step, cfg), "frames_per_s": fps, **logged})
+        crash_point("step", done)
         if (
             main
             and cfg.image_every
@@ -289,23 +359,48 @@ class LossModule(torch.nn.Module):
 
 
 def _checkpoint(accelerator, raw_model, out: Path, step: int, cfg: TrainConfig, meta) -> None:
-    """Every process writes its RNG state into one staging folder; the main process swaps it in."""
-    staging = out / ".state.staging"
+    """Every process writes its RNG state into one fresh staging folder; the main process adds the model
+    and commits it (genie/checkpoint.py). GENIE_CRASH_AT=state ends the process after the state is staged."""
+    main = accelerator.is_main_process
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
+    staging = staging_dir(out, step, create=main)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging), safe_serialization=True)
+    with writing(staging, cleanup=staging if main else None):
+        accelerator.save_state(str(staging / "state"), safe_serialization=True)
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_model(raw_model, out / "model", meta={**(meta or {}), "step": step})
-        with atomic_dir(out / "state") as tmp:
-            tmp.rmdir()
-            os.rename(staging, tmp)
-        write_json_atomic(out / "trainer.json", {"step": step, "train": asdict(cfg), "meta": meta or {}})
+    if main:
+        crash_point("state", step)
+        with writing(staging, cleanup=staging):
+            write_model_files(staging / "model", raw_model, meta={**(meta or {}), "step": step})
+        commit_checkpoint(out, staging, step, {"train": asdict(cfg), "meta": meta or {}})
     accelerator.wait_for_everyone()
+
+
+def _optimizer_steps(optimizer) -> int:
+    """Optimizer steps the (restored) AdamW state has taken: the step its checkpoint was written at."""
+    states = getattr(optimizer, "optimizer", optimizer).state.values()
+    return max((int(s["step"]) for s in states if "step" in s), default=0)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the rows of metrics.csv up to `step` (the committed one): a resumed run logs each step once.
+    A row cut short by a kill is dropped too."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = lines[:1]
+    for line in lines[1:]:
+        first = line.split(",", 1)[0]
+        if line.endswith("\n") and first.isdigit() and int(first) <= step:
+            keep.append(line)
+    if len(keep) == len(lines):
+        return
+    if len(keep) == 1:
+        path.unlink()
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, path)
 
 
 def _append_csv(path: Path, row: dict) -> None:

@@ -54,6 +54,8 @@ def _check_size(ds: VideoDataset, image_size: int, patch: int, what: str) -> Non
 
 def _train_config(steps: int, **kw) -> TrainConfig:
     kw = {k: v for k, v in kw.items() if v is not None}
+    if "save_every" in kw:  # steps between checkpoints (--save-every); TrainConfig.ckpt_every, 500 by default
+        kw["ckpt_every"] = kw.pop("save_every")
     cfg = TrainConfig(steps=steps, **kw)
     if "warmup" not in kw:
         cfg = replace(cfg, warmup=min(cfg.warmup, max(1, steps // 10)))

@@ -5,6 +5,10 @@ of its training data, defaults for MaskGIT steps and temperature) and one checkp
 `tokenizer/`, `dynamics/`, optionally `lam/` (infers actions between the frames of a clip prompt, and
 `genie eval world` needs it; play needs only the dynamics' frozen copy of its codebook) and `reward/`
 (reward and termination of imagined transitions). Optional: `prompts/`.
+
+world.json is written last and lists the blake2b of each part's config.json (which lists the weights'),
+so a folder whose parts an interrupted write left from two different worlds is refused in one sentence,
+never played. One writer at a time (genie.core.io.OutputLock on the folder's .lock).
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from dynamics.lam import LatentActionModel
 from dynamics.model import DynamicsModel
 from genie.checkpoint import load_model, save_model
 from genie.core.config import dynamics_preset, preset
-from genie.core.errors import GenieFileNotFoundError
-from genie.core.io import header, read_header, write_json_atomic
+from genie.core.errors import GenieFileNotFoundError, GenieValueError
+from genie.core.io import OutputLock, file_digest, header, read_header, write_json_atomic, writing
 from tokenizer.model import VideoTokenizer
 
 WORLD_FORMAT = "genie-world"
@@ -45,12 +49,31 @@ def read_world(path) -> tuple[dict, dict]:
         "world",
         "retrain the world with `genie train world`",
     )
+    for key in ("num_actions", "image_size"):
+        value = info.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GenieValueError(
+                f"{path / 'world.json'} has no valid {key} ({value!r}): retrain the world with `genie train world`."
+            )
     for part in PARTS[:2]:
         if not (path / part / "config.json").exists():
             raise GenieFileNotFoundError(
                 f"World {path} is missing its {part}/ checkpoint: retrain it with `genie train world`."
             )
-    models = {part: load_model(path / part, part) for part in PARTS if (path / part / "config.json").exists()}
+    parts = info.get("parts")
+    if isinstance(parts, dict):  # written by this genie: each part is the one world.json was written with
+        for part, digest in parts.items():
+            config = path / part / "config.json"
+            if part not in PARTS or not config.exists() or file_digest(config) != digest:
+                raise GenieValueError(
+                    f"World {path} has a {part}/ that is not the one its world.json was written with (an "
+                    "interrupted write): rerun the command that wrote it (`genie train world --resume` or "
+                    "`genie export`)."
+                )
+    listed = (
+        parts if isinstance(parts, dict) else {p: None for p in PARTS if (path / p / "config.json").exists()}
+    )
+    models = {part: load_model(path / part, part) for part in PARTS if part in listed}
     info["path"] = str(path)
     return info, models
 
@@ -63,14 +86,22 @@ def save_world(
     path, tokenizer, dynamics, lam=None, info: dict | None = None, dtype=None, reward=None
 ) -> Path:
     """Write a world folder: one checkpoint per model + world.json (written last, so a folder without it
-    is never taken for a complete world)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    for part, model in zip(PARTS, (tokenizer, dynamics, lam, reward)):
-        if model is not None:
-            save_model(model, path / part, dtype=dtype)
-    info = {"num_actions": dynamics.cfg.num_actions, "image_size": tokenizer.cfg.image_size, **(info or {})}
-    write_world_info(path, info)
+    is never taken for a complete world). Holds the folder's lock while writing."""
+    with OutputLock(path):
+        return _write_world(Path(path), tokenizer, dynamics, lam, info, dtype, reward)
+
+
+def _write_world(path: Path, tokenizer, dynamics, lam, info, dtype, reward) -> Path:
+    parts = {}
+    with writing(path):
+        for part, model in zip(PARTS, (tokenizer, dynamics, lam, reward)):
+            if model is not None:
+                save_model(model, path / part, dtype=dtype)
+                parts[part] = file_digest(path / part / "config.json")
+            elif (path / part).exists():  # a part of the world this one replaces
+                shutil.rmtree(path / part)
+        base = {"num_actions": dynamics.cfg.num_actions, "image_size": tokenizer.cfg.image_size}
+        write_world_info(path, {**base, **(info or {}), "parts": parts})
     return path
 
 
@@ -90,13 +121,13 @@ def export_world(src, dst, dtype: torch.dtype | None = torch.float16, with_lam: 
     playing needs only its codebook, which the dynamics keeps; `genie eval world` needs the LAM."""
     src, dst = Path(src), Path(dst)
     info, models = read_world(src)
-    info = {k: v for k, v in info.items() if k not in ("format", "version", "path")}
-    if (src / "prompts").exists():
-        if (dst / "prompts").exists():
-            shutil.rmtree(dst / "prompts")
-        dst.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(src / "prompts", dst / "prompts")
+    info = {k: v for k, v in info.items() if k not in ("format", "version", "path", "parts")}
     lam = models.get("lam") if with_lam else None
-    return save_world(
-        dst, models["tokenizer"], models["dynamics"], lam, info, dtype=dtype, reward=models.get("reward")
-    )
+    with OutputLock(dst), writing(dst):
+        if (src / "prompts").exists():
+            if (dst / "prompts").exists():
+                shutil.rmtree(dst / "prompts")
+            shutil.copytree(src / "prompts", dst / "prompts")
+        return _write_world(
+            dst, models["tokenizer"], models["dynamics"], lam, info, dtype, models.get("reward")
+        )
