@@ -12,6 +12,7 @@ import torch
 from synthetic import write_sprite_dataset
 
 from genie.checkpoint import load_model, read_config, read_run, save_model
+from genie.cli.commands import main
 from genie.core.config import preset
 from genie.core.errors import GenieCorruptFileError, GenieDiskFullError, GenieError, GenieValueError
 from genie.data import EpisodeWriter, VideoDataset
@@ -229,7 +230,7 @@ def _dataset(root, seed=None, episodes=3):
     return root
 
 
-def test_every_episode_has_a_manifest_and_a_changed_array_is_found(tmp_path, monkeypatch):
+def test_every_episode_has_a_manifest_and_a_changed_array_is_found(tmp_path, monkeypatch, capsys):
     import genie.data.episodes
 
     monkeypatch.setattr(genie.data.episodes, "_HASHED_ON_OPEN", 200)  # frames.npy (368 bytes) counts as large
@@ -242,10 +243,18 @@ def test_every_episode_has_a_manifest_and_a_changed_array_is_found(tmp_path, mon
         VideoDataset(root)
     assert "delete" in _one_sentence(e)
     _flip_byte(ep / "actions.npy")
-    _flip_byte(ep / "frames.npy")  # frames: size at open, blake2b on a full check
-    VideoDataset(root)
+    _flip_byte(ep / "frames.npy")  # frames: size at open, blake2b when the episode is first read
+    ds = VideoDataset(root)
+    ds.episode(0)  # the intact episode reads
+    with pytest.raises(GenieCorruptFileError, match="frames.npy is corrupt"):
+        ds.episode(1)
     with pytest.raises(GenieCorruptFileError, match="frames.npy is corrupt"):
         verify_dataset(root)
+    assert main(["check", str(root)]) == 1  # `genie check DIR`: one line, exit 1
+    assert "frames.npy is corrupt" in capsys.readouterr().err
+    _flip_byte(ep / "frames.npy")
+    assert main(["check", str(root)]) == 0
+    assert "episodes verified" in capsys.readouterr().out
     (ep / "frames.npy").write_bytes((ep / "frames.npy").read_bytes()[:-7])
     with pytest.raises(GenieCorruptFileError, match="frames.npy is truncated"):
         VideoDataset(root)

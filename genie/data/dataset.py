@@ -23,6 +23,7 @@ from genie.data.episodes import (
     _list_episode_dirs,
     _read_meta,
     _read_npy_header,
+    verify_episode,
 )
 
 
@@ -147,6 +148,7 @@ class VideoDataset:
             self._cache.move_to_end(i)
             return self._cache[i]
         folder = self._dirs[i]
+        verify_episode(folder, full=True)  # blake2b of every array, once per file and process
         out = {"frames": np.load(folder / "frames.npy", mmap_mode="r")}
         for name in TRANSITION_ARRAYS:
             path = folder / f"{name}.npy"
