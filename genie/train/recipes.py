@@ -14,7 +14,6 @@ Letters: B batch, T frames, H W pixels, N tokens per frame, A latent actions, C 
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from PIL import Image
 from dynamics.lam import LatentActionModel
 from dynamics.model import DynamicsModel
 from dynamics.reward import RewardModel
-from genie.checkpoint import load_model, read_config, save_model
+from genie.checkpoint import load_model, read_config, read_run, save_model
 from genie.core.config import dynamics_preset, preset
 from genie.core.errors import GenieValueError
 from genie.core.frames import to_float
@@ -122,7 +121,8 @@ def train_lam(
     lam.calibrate(_calibration_batches(ds, cfg.context))
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
-        save_model(lam, Path(out) / "model", meta=read_config(out)["meta"])  # same step, calibrated stats
+        meta = {**read_config(out)["meta"], "calibrated": True}  # same step, calibrated statistics
+        save_model(lam, Path(out) / "model", meta=meta)
     return summary
 
 
@@ -263,13 +263,17 @@ def train_reward(
     )
 
 
-def _finished(run: Path, steps: int) -> bool:
-    f = run / "trainer.json"
-    return f.exists() and json.loads(f.read_text()).get("step", 0) >= steps
+def _finished(run: Path, steps: int, kind: str) -> bool:
+    """The run committed `steps` steps (and, for a LAM, its calibrated re-save: a kill between the two
+    leaves an uncalibrated LAM, which resuming then calibrates)."""
+    info = read_run(run)  # a corrupt trainer.json is one sentence
+    if info is None or info.get("step", 0) < steps:
+        return False
+    return kind != "lam" or bool(read_config(run).get("meta", {}).get("calibrated"))
 
 
 def _stage(fn, run: Path, steps: int, resume: bool, kind: str, **kw):
-    if resume and _finished(run, steps):
+    if resume and _finished(run, steps, kind):
         return {"model": load_model(run, kind), "skipped": True}
     return fn(out=run, steps=steps, resume=resume and (run / "trainer.json").exists(), **kw)
 
