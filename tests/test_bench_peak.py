@@ -77,3 +77,10 @@ def test_bench_json_reports_the_fraction_of_peak(capsys):
         assert math.isclose(row["fraction_of_peak"], row["achieved_gflops"] / machine["peak_gflops"])
         assert math.isclose(src["fraction_of_peak"], row["fraction_of_peak"]) and src["gflops"] > 0
     assert result["training"]["flops_per_frame"] > 0
+
+
+def test_bench_threads_hold_for_the_call_only():
+    before = torch.get_num_threads()
+    args = ["--preset", "tiny", "--steps", "1", "--sizes", "1", "--budget", "5", "--threads", "1"]
+    assert bench.main([*args, "--train-batch", "1"]) == 0
+    assert torch.get_num_threads() == before  # later work in the same process keeps its threads

@@ -235,8 +235,17 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    """Bench; --threads holds only for this call (a caller in the same process keeps its own count)."""
+    before = torch.get_num_threads()
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return _run(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(args) -> int:
     tmp = tempfile.TemporaryDirectory()
     path = Path(args.world) if args.world else random_world(Path(tmp.name) / "world", args.preset)
     world = World.load(path, device=args.device, compile=args.compile)

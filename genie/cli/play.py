@@ -106,11 +106,14 @@ def add_cli(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Play; print the summary line; 0 on success, 1 (with a one-line message) on a user error."""
+    before = torch.get_num_threads()  # --threads holds for this call only
     try:
         return _play(args)
     except GenieError as e:
         print(f"error: {e}")
         return 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_args(args) -> list[str]:
