@@ -45,8 +45,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from gpu_parity import error, parity, sync  # noqa: E402  (beside this file)
+from kernels import training_step  # noqa: E402
 
-from dynamics.model import DynamicsModel  # noqa: E402
 from genie.checkpoint import load_model  # noqa: E402
 from genie.world import World, random_world  # noqa: E402
 
@@ -222,34 +222,18 @@ def capture(report: Report, device, sizes: Sizes, dry: bool) -> None:
 
 
 def training_row(path, device, B: int, steps: int, peak_gflops: float, nominal) -> dict:
-    cfg = load_model(path / "dynamics", "dynamics").cfg
-    model = DynamicsModel(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    tokens = torch.randint(0, cfg.vocab_size, (B, cfg.context, cfg.grid**2), device=device)
-    actions = torch.randint(0, cfg.num_actions, (B, cfg.context - 1), device=device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def forward_backward():
-        with amp:
-            model.compute_loss({"tokens": tokens, "latent_actions": actions})["loss"].backward()
-
-    def train_step():
-        forward_backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    forward_backward, train_step, frames = training_step(path, device, B)
     train_step()  # warm-up
     flops, _ = peak.count(forward_backward)
-    opt.zero_grad(set_to_none=True)
+    train_step()  # applies and clears the counted gradients
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         train_step()
     sync(device)
     dt = (time.perf_counter() - t0) / steps
-    frames = B * cfg.context
     path_label = "eager, bf16 autocast" if device.type == "cuda" else "eager"
-    shape = f"B={B} clips x {cfg.context}"
+    shape = f"B={B} clips x {frames // B}"
     return row("training", shape, path_label, frames / dt, dt, flops / frames, peak_gflops, nominal)
 
 

@@ -169,7 +169,9 @@ def world_step_case(path, device, B: int, compiled: bool, steps: int):
     return run
 
 
-def training_case(path, device, B: int):
+def training_step(path, device, B: int):
+    """(forward_backward, step, frames per step) of the dynamics of world `path` on random tokens:
+    forward_backward accumulates one batch's gradients; step also applies and clears them."""
     from dynamics.model import DynamicsModel
     from genie.checkpoint import load_model
 
@@ -180,15 +182,23 @@ def training_case(path, device, B: int):
     actions = torch.randint(0, cfg.num_actions, (B, cfg.context - 1), device=device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-    def run():
+    def forward_backward():
         with amp:
             loss = model.compute_loss({"tokens": tokens, "latent_actions": actions})["loss"]
         loss.backward()
+
+    def step():
+        forward_backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    return forward_backward, step, B * cfg.context
+
+
+def training_case(path, device, B: int):
+    _, run, frames = training_step(path, device, B)
     run()
-    return run, B * cfg.context
+    return run, frames
 
 
 def end_to_end(args, device, min_run: float) -> list:

@@ -1,10 +1,22 @@
 import os
 import sys
 
+import pytest
+
 # Test helpers (synthetic data) live beside the tests.
 sys.path.insert(0, os.path.dirname(__file__))
+from synthetic import write_sprite_dataset  # noqa: E402
+
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+
+
+@pytest.fixture(scope="module")
+def small_sprite_data(tmp_path_factory):
+    """4 sprite episodes of 8 frames at 16x16: enough for a training run of a few steps."""
+    return write_sprite_dataset(
+        tmp_path_factory.mktemp("sprites") / "data", episodes=4, length=8, size=16, sprite=4, step=4
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from synthetic import write_sprite_dataset
 
 from genie.checkpoint import load_model, read_config, read_run, save_model
 from genie.cli.commands import main
@@ -26,16 +25,9 @@ KW = dict(preset_name="tiny", steps=2, context=2, batch_size=1, progress=False, 
 
 
 @pytest.fixture(scope="module")
-def sprite_data(tmp_path_factory):
-    return write_sprite_dataset(
-        tmp_path_factory.mktemp("sprites") / "data", episodes=4, length=8, size=16, sprite=4, step=4
-    )
-
-
-@pytest.fixture(scope="module")
-def trained_run(sprite_data, tmp_path_factory):
+def trained_run(small_sprite_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "run"
-    recipes.train_tokenizer(sprite_data, out, **KW)
+    recipes.train_tokenizer(small_sprite_data, out, **KW)
     return out
 
 
@@ -153,27 +145,27 @@ def test_a_world_mixed_from_two_writes_is_refused_and_export_holds_the_lock(tmp_
 @pytest.mark.parametrize(
     "name", ["state/optimizer.bin", "state/model.safetensors", "state/random_states_0.pkl"]
 )
-def test_training_state_cut_short_or_zeroed_is_refused_on_resume(sprite_data, run, name):
+def test_training_state_cut_short_or_zeroed_is_refused_on_resume(small_sprite_data, run, name):
     path = read_run(run)["dir"] / name
     size = path.stat().st_size
     path.write_bytes(bytes(size))  # zeroed: same size, so only the checksum tells
     with pytest.raises(GenieCorruptFileError, match=f"{name.split('/')[1]} is corrupt") as e:
-        recipes.train_tokenizer(sprite_data, run, resume=True, **{**KW, "steps": 3})
+        recipes.train_tokenizer(small_sprite_data, run, resume=True, **{**KW, "steps": 3})
     _one_sentence(e)
     path.write_bytes(bytes(size // 2))
     with pytest.raises(GenieCorruptFileError, match="truncated"):
-        recipes.train_tokenizer(sprite_data, run, resume=True, **{**KW, "steps": 3})
+        recipes.train_tokenizer(small_sprite_data, run, resume=True, **{**KW, "steps": 3})
 
 
-def test_truncated_trainer_json_is_one_sentence(sprite_data, run):
+def test_truncated_trainer_json_is_one_sentence(small_sprite_data, run):
     text = (run / "trainer.json").read_text()
     (run / "trainer.json").write_text(text[: len(text) // 2])
     with pytest.raises(GenieCorruptFileError, match="trainer.json is corrupt") as e:
-        recipes.train_tokenizer(sprite_data, run, resume=True, **{**KW, "steps": 3})
+        recipes.train_tokenizer(small_sprite_data, run, resume=True, **{**KW, "steps": 3})
     _one_sentence(e)
 
 
-def test_a_run_of_older_genie_resumes_and_its_interrupted_swap_is_repaired(sprite_data, run, tmp_path):
+def test_a_run_of_older_genie_resumes_and_its_interrupted_swap_is_repaired(small_sprite_data, run, tmp_path):
     """Layout of genie <= 0.2: model/, state/ and a trainer.json without "format", committed by renames."""
     info = read_run(run)
     os.rename(info["dir"] / "model", run / "model")
@@ -182,15 +174,15 @@ def test_a_run_of_older_genie_resumes_and_its_interrupted_swap_is_repaired(sprit
     shutil.rmtree(info["dir"])
     (run / "trainer.json").write_text(json.dumps({"step": 2, "train": info["train"], "meta": info["meta"]}))
     assert read_config(run)["path"] == str(run / "model")
-    recipes.train_tokenizer(sprite_data, run, resume=True, **{**KW, "steps": 3})
+    recipes.train_tokenizer(small_sprite_data, run, resume=True, **{**KW, "steps": 3})
     assert read_run(run)["step"] == 3 and not read_run(run)["legacy"]
     assert not any(p.name in ("model", "state", ".state.old-123", ".state.tmp-abc") for p in run.iterdir())
     load_model(run)
 
 
-def test_the_lam_calibration_is_a_new_commit_of_the_same_step(sprite_data, tmp_path):
+def test_the_lam_calibration_is_a_new_commit_of_the_same_step(small_sprite_data, tmp_path):
     out = tmp_path / "lam"
-    summary = recipes.train_lam(sprite_data, out, **{**KW, "batch_size": 2})  # batch norm: > 1
+    summary = recipes.train_lam(small_sprite_data, out, **{**KW, "batch_size": 2})  # batch norm: > 1
     info = read_run(out)
     assert info["step"] == 2 and info["dir"].name == "ckpt-000002.1"
     assert [p.name for p in out.iterdir() if p.name.startswith("ckpt-")] == ["ckpt-000002.1"]
@@ -199,7 +191,9 @@ def test_the_lam_calibration_is_a_new_commit_of_the_same_step(sprite_data, tmp_p
         assert torch.equal(loaded[k], v.float()), k
 
 
-def test_a_full_disk_during_a_checkpoint_is_one_sentence_and_loses_nothing(sprite_data, run, monkeypatch):
+def test_a_full_disk_during_a_checkpoint_is_one_sentence_and_loses_nothing(
+    small_sprite_data, run, monkeypatch
+):
     import genie.checkpoint
 
     def full(*args, **kwargs):
@@ -209,12 +203,12 @@ def test_a_full_disk_during_a_checkpoint_is_one_sentence_and_loses_nothing(sprit
     with pytest.raises(
         GenieDiskFullError, match="No space left on device while writing .*nothing was lost"
     ) as e:
-        recipes.train_tokenizer(sprite_data, run, resume=True, **{**KW, "steps": 4})
+        recipes.train_tokenizer(small_sprite_data, run, resume=True, **{**KW, "steps": 4})
     _one_sentence(e)
     assert not any(p.name.endswith(".staging") for p in run.iterdir())  # the half-written copy is gone
     monkeypatch.undo()
     assert read_run(run)["step"] == 2
-    recipes.train_tokenizer(sprite_data, run, resume=True, **{**KW, "steps": 4})
+    recipes.train_tokenizer(small_sprite_data, run, resume=True, **{**KW, "steps": 4})
     assert read_run(run)["step"] == 4
 
 

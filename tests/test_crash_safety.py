@@ -16,7 +16,6 @@ import textwrap
 
 import pytest
 import torch
-from synthetic import write_sprite_dataset
 
 from genie.checkpoint import load_model, read_run
 from genie.core.errors import GenieLockedError
@@ -40,14 +39,7 @@ CRASHES = {  # (phase, step) -> (step committed when it died, whether the commit
 
 
 @pytest.fixture(scope="module")
-def sprite_data(tmp_path_factory):
-    return write_sprite_dataset(
-        tmp_path_factory.mktemp("sprites") / "data", episodes=4, length=8, size=16, sprite=4, step=4
-    )
-
-
-@pytest.fixture(scope="module")
-def crashed(sprite_data, tmp_path_factory):
+def crashed(small_sprite_data, tmp_path_factory):
     """Start every crashed run; {(phase, step): wait()} returns its run folder once it died."""
     root = tmp_path_factory.mktemp("crashed")
     procs = {}
@@ -59,7 +51,7 @@ def crashed(sprite_data, tmp_path_factory):
             "CUDA_VISIBLE_DEVICES": "",
         }
         out = root / f"{phase}-{step}"
-        cmd = [sys.executable, "-c", SCRIPT, str(sprite_data), str(out)]
+        cmd = [sys.executable, "-c", SCRIPT, str(small_sprite_data), str(out)]
         procs[phase, step] = (subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE), out)
 
     def waiter(key):
@@ -78,10 +70,10 @@ def crashed(sprite_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(sprite_data, crashed, tmp_path_factory):
+def reference(small_sprite_data, crashed, tmp_path_factory):
     """The uninterrupted run's final weights (trained while the crashed runs start)."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    recipes.train_tokenizer(sprite_data, out, **KW)
+    recipes.train_tokenizer(small_sprite_data, out, **KW)
     return load_model(out).state_dict()
 
 
@@ -109,13 +101,13 @@ def _assert_finished_like_the_reference(out, reference) -> None:
 
 
 @pytest.mark.parametrize("phase, step", [key for key, (committed, _) in CRASHES.items() if committed])
-def test_kill_during_a_checkpoint_resumes_exactly(sprite_data, crashed, reference, capfd, phase, step):
+def test_kill_during_a_checkpoint_resumes_exactly(small_sprite_data, crashed, reference, capfd, phase, step):
     committed, leftovers = CRASHES[phase, step]
     out = crashed[phase, step]()
     assert read_run(out)["step"] == committed
     assert _logged_steps(out)[-1] == step  # rows past the committed step, dropped on resume
     capfd.readouterr()
-    recipes.train_tokenizer(sprite_data, out, resume=True, **KW)
+    recipes.train_tokenizer(small_sprite_data, out, resume=True, **KW)
     said = _cleaning_lines(capfd)
     assert len(said) == int(leftovers), said
     if leftovers:
@@ -123,39 +115,39 @@ def test_kill_during_a_checkpoint_resumes_exactly(sprite_data, crashed, referenc
     _assert_finished_like_the_reference(out, reference)
 
 
-def test_kill_before_the_first_commit_lets_a_fresh_start_begin(sprite_data, crashed, reference, capfd):
+def test_kill_before_the_first_commit_lets_a_fresh_start_begin(small_sprite_data, crashed, reference, capfd):
     out = crashed["state", 2]()
     assert read_run(out) is None and (out / ".ckpt-000002.staging" / "state").is_dir()
     capfd.readouterr()
-    recipes.train_tokenizer(sprite_data, out, **KW)  # no --resume: cleaned, said, and it runs
+    recipes.train_tokenizer(small_sprite_data, out, **KW)  # no --resume: cleaned, said, and it runs
     said = _cleaning_lines(capfd)
     assert len(said) == 1 and "nothing had been committed yet" in said[0]
     _assert_finished_like_the_reference(out, reference)
 
 
-def test_one_writer_per_training_folder_and_a_stale_lock_is_taken_over(sprite_data, tmp_path, capfd):
+def test_one_writer_per_training_folder_and_a_stale_lock_is_taken_over(small_sprite_data, tmp_path, capfd):
     out = tmp_path / "run"
     kw = {**KW, "steps": 1}
     with OutputLock(out), pytest.raises(GenieLockedError, match=f"PID {os.getpid()}.*--out"):
-        recipes.train_tokenizer(sprite_data, out, **kw)
+        recipes.train_tokenizer(small_sprite_data, out, **kw)
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     (out / ".lock").write_text(gone.stdout)  # the PID of a process that has exited: a stale lock
     capfd.readouterr()
-    recipes.train_tokenizer(sprite_data, out, **kw)
+    recipes.train_tokenizer(small_sprite_data, out, **kw)
     assert f"took over the lock of process {gone.stdout.strip()}" in capfd.readouterr().err
     assert (out / ".lock").read_text() == ""  # released
 
 
-def test_resume_of_a_run_that_committed_nothing_starts_at_step_0(sprite_data, tmp_path, capfd):
+def test_resume_of_a_run_that_committed_nothing_starts_at_step_0(small_sprite_data, tmp_path, capfd):
     out = tmp_path / "run"
     (out / ".ckpt-000002.staging" / "state").mkdir(parents=True)
     (out / "metrics.csv").write_text("step,lr,frames_per_s,loss\n1,0.1,1.0,0.5\n2,0.1,1.0,0.4\n")
     capfd.readouterr()
-    recipes.train_tokenizer(sprite_data, out, resume=True, **{**KW, "steps": 1})
+    recipes.train_tokenizer(small_sprite_data, out, resume=True, **{**KW, "steps": 1})
     err = capfd.readouterr().err
     assert "nothing had been committed yet" in err and "starting at step 0" in err
     assert _logged_steps(out) == [1] and read_run(out)["step"] == 1
     with pytest.raises(FileNotFoundError, match="Nothing to resume.*without --resume"):
-        recipes.train_tokenizer(sprite_data, tmp_path / "empty", resume=True, **KW)
+        recipes.train_tokenizer(small_sprite_data, tmp_path / "empty", resume=True, **KW)

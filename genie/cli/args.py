@@ -119,3 +119,19 @@ def check_numbers(args: argparse.Namespace) -> None:
             raise GenieValueError(
                 f"--sizes must be comma-separated integers >= 1 (e.g. 1,4,16), got {sizes!r}."
             )
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """The flags of every command that samples from a world (sample, play): MaskGIT steps, temperature,
+    seed, device."""
+    p.add_argument(
+        "--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (default: the world's)"
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature, 0 greedy (default: the world's)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -18,7 +18,7 @@ from envs.genie_env import DEMO_WORLD
 from envs.vector_env import GenieVectorEnv
 from genie.cli import bench, play
 from genie.cli import collect as collect_cli
-from genie.cli.args import Parser, check_numbers
+from genie.cli.args import Parser, add_sampling_args, check_numbers
 from genie.core.errors import GenieError, GenieValueError
 from genie.data.episodes import verify_dataset
 from genie.data.video import write_video
@@ -356,17 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="clip.mp4 or clip.gif (the prompt frame, then one per action)"
     )
     p.add_argument("--fps", type=int, default=10, help="frames per second of the clip")
-    p.add_argument(
-        "--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (default: the world's)"
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="sampling temperature, 0 greedy (default: the world's)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_sampling_args(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from envs.genie_env import GenieEnv
-from genie.cli.args import Parser, check_numbers
+from genie.cli.args import Parser, add_sampling_args, check_numbers
 from genie.cli.keymap import Keymap
 from genie.core.errors import GenieError, GenieValueError
 from genie.data.video import VIDEO_SUFFIXES, write_video
@@ -40,17 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--prompt", default=None, help="prompt image (default: the world's first prompts/*.png)")
     p.add_argument("--fps", type=int, default=15, help="target frames per second")
     p.add_argument("--scale", type=int, default=8, help="window pixels per world pixel")
-    p.add_argument(
-        "--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (default: the world's)"
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="sampling temperature, 0 greedy (default: the world's)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_sampling_args(p)
     p.add_argument(
         "--threads",
         type=int,

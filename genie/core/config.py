@@ -91,39 +91,14 @@ PRESETS: dict[str, dict[str, dict]] = {
             image_size=64, patch=4, d_model=512, depth=8, heads=8, codebook_size=1024, code_dim=32
         ),
     },
-    "lam": {
+    "lam": {  # num_actions: the default 8
         "tiny": dict(
-            image_size=32,
-            patch=4,
-            d_model=64,
-            depth=2,
-            heads=4,
-            num_actions=8,
-            code_dim=16,
-            context=8,
-            motion_radius=4,
+            image_size=32, patch=4, d_model=64, depth=2, heads=4, code_dim=16, context=8, motion_radius=4
         ),
         "demo": dict(
-            image_size=64,
-            patch=8,
-            d_model=128,
-            depth=3,
-            heads=4,
-            num_actions=8,
-            code_dim=32,
-            context=8,
-            motion_radius=6,
+            image_size=64, patch=8, d_model=128, depth=3, heads=4, code_dim=32, context=8, motion_radius=6
         ),
-        "coinrun": dict(
-            image_size=64,
-            patch=16,
-            d_model=512,
-            depth=8,
-            heads=8,
-            num_actions=8,
-            code_dim=32,
-            motion_radius=6,
-        ),
+        "coinrun": dict(image_size=64, patch=16, d_model=512, depth=8, heads=8, code_dim=32, motion_radius=6),
     },
     "dynamics": {
         "tiny": dict(d_model=64, depth=2, heads=4, context=8, maskgit_steps=8),

@@ -80,6 +80,7 @@ class VideoDataset:
         self.num_episodes = len(self._dirs)
         self.num_frames = int(sum(self._lengths))
         self._cache: collections.OrderedDict[int, dict] = collections.OrderedDict()
+        self._verified: set[int] = set()  # episodes whose arrays matched their manifest
         self._files: collections.OrderedDict[int, dict] = collections.OrderedDict()
 
     def _read_length(self, folder: pathlib.Path) -> int:
@@ -148,7 +149,9 @@ class VideoDataset:
             self._cache.move_to_end(i)
             return self._cache[i]
         folder = self._dirs[i]
-        verify_episode(folder, full=True)  # blake2b of every array, once per file and process
+        if i not in self._verified:  # blake2b of every array, the first time this episode is read
+            verify_episode(folder, full=True)
+            self._verified.add(i)
         out = {"frames": np.load(folder / "frames.npy", mmap_mode="r")}
         for name in TRANSITION_ARRAYS:
             path = folder / f"{name}.npy"
