@@ -74,9 +74,14 @@ def check_episode_kwargs(render_mode, render_modes, max_episode_steps) -> int | 
     """Validate the kwargs both envs share; returns max_episode_steps as an int (or None)."""
     if render_mode is not None and render_mode not in render_modes:
         raise GenieValueError(f"render_mode must be one of {render_modes} or None, got {render_mode!r}.")
-    if max_episode_steps is not None and int(max_episode_steps) < 1:
-        raise GenieValueError(f"max_episode_steps must be >= 1 (or None), got {max_episode_steps}.")
-    return None if max_episode_steps is None else int(max_episode_steps)
+    if max_episode_steps is None:
+        return None
+    try:
+        return positive_int(max_episode_steps, "max_episode_steps")
+    except GenieValueError:
+        raise GenieValueError(
+            f"max_episode_steps must be an integer >= 1, or None for no time limit, got {max_episode_steps!r}."
+        ) from None
 
 
 def generator_seed(np_random: np.random.Generator) -> int:

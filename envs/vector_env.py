@@ -31,7 +31,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.actions import latent_for_real
 from envs.genie_env import check_episode_kwargs, default_prompt, frame_to_numpy, generator_seed, load_world
-from genie.core.errors import GenieValueError
+from genie.core.errors import GenieValueError, positive_int
 
 
 class GenieVectorEnv(VectorEnv):
@@ -56,12 +56,11 @@ class GenieVectorEnv(VectorEnv):
         action_space: str = "latent",
         compile: bool = False,
     ):
-        if int(num_envs) < 1:
-            raise GenieValueError(f"num_envs must be >= 1, got {num_envs}.")
+        num_envs = positive_int(num_envs, "num_envs")
         max_episode_steps = check_episode_kwargs(
             render_mode, self.metadata["render_modes"], max_episode_steps
         )
-        self.num_envs = int(num_envs)
+        self.num_envs = num_envs
         self.world = load_world(world, device, compile)
         self.world.check_sampling(maskgit_steps, temperature)  # bad values fail here, not at the first step
         if not self.world.use_cache:
@@ -113,21 +112,25 @@ class GenieVectorEnv(VectorEnv):
 
     def reset(self, *, seed=None, options: dict | None = None):
         """options: "prompt" (one, or one per env) replaces the prompts; "reset_mask" (bool (B,)) restarts
-        only those envs, keeping the others."""
+        only those envs, keeping the others (all False: nothing changes)."""
         options = dict(options or {})
-        self._seed(seed)
-        self.generator.manual_seed(generator_seed(self.np_random))
-        if options.get("prompt") is not None:
-            self.prompts = self._load_prompts(options["prompt"])
         mask = options.get("reset_mask")
-        if mask is not None and self._started:
+        partial = mask is not None and self._started
+        if partial:
             mask = np.asarray(mask)
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
                 raise GenieValueError(
                     f"options['reset_mask'] must be a bool array of shape ({self.num_envs},)."
                 )
+        self._seed(seed)
+        if seed is not None or not partial or mask.any():  # an all-False mask alone changes nothing
+            self.generator.manual_seed(generator_seed(self.np_random))
+        if options.get("prompt") is not None:
+            self.prompts = self._load_prompts(options["prompt"])
+        if partial:
             rows = np.flatnonzero(mask)
-            self.world.reset_rows(rows, [self.prompts[i] for i in rows])
+            if len(rows):
+                self.world.reset_rows(rows, [self.prompts[i] for i in rows])
         else:
             mask = np.ones(self.num_envs, dtype=bool)
             self.world.reset(self.prompts, batch_size=self.num_envs)

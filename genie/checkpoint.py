@@ -30,6 +30,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+try:
+    from accelerate.utils import load as load_accelerate_file  # how accelerate reads its RNG pickles
+except ImportError:  # accelerate < 0.32 read them with torch.load
+    load_accelerate_file = torch.load
+
 from dynamics.lam import LatentActionModel
 from dynamics.model import DynamicsModel
 from dynamics.reward import RewardModel
@@ -63,7 +68,7 @@ MODEL_CLASSES = {
 
 
 def model_class(kind: str):
-    if kind not in MODEL_CLASSES:
+    if not isinstance(kind, str) or kind not in MODEL_CLASSES:
         raise GenieValueError(f"Unknown model kind {kind!r}: expected tokenizer, lam, dynamics or reward.")
     return MODEL_CLASSES[kind]
 
@@ -117,11 +122,17 @@ def read_config(path, kind: str | None = None) -> dict:
         READABLE_VERSIONS,
     )
     fix = "retrain it, or pass a folder written by `genie train`"
-    if info.get("kind") not in MODEL_CLASSES:
+    if not isinstance(info.get("kind"), str) or info["kind"] not in MODEL_CLASSES:
         raise GenieValueError(f"{cfg_path} names no known model kind ({info.get('kind')!r}): {fix}.")
     for key, required in (("config", True), ("meta", False), ("files", False)):
         if (required or key in info) and not isinstance(info.get(key), dict):
             raise GenieValueError(f"{cfg_path} has no valid {key!r} object: {fix}.")
+    if info["version"] >= 2 and "model.safetensors" not in info.get("files", {}):
+        # every version-2 config lists its weights' checksum: without the list, a damaged file would load
+        raise GenieCorruptFileError(
+            f"{cfg_path} lists no checksum of model.safetensors (its 'files' object is missing or "
+            "incomplete): retrain or restore the checkpoint."
+        )
     if kind is not None and info.get("kind") != kind:
         raise GenieValueError(
             f"{path} holds a {info.get('kind')} checkpoint, not a {kind}: pass the {kind} folder."
@@ -152,7 +163,7 @@ def load_model(path, kind: str | None = None, device="cpu", dtype: torch.dtype |
         raise GenieFileNotFoundError(
             f"Checkpoint {info['path']} has no model.safetensors: retrain or restore it."
         )
-    if "files" in info:  # written by this genie: size and blake2b checked (older ones have no list)
+    if "files" in info:  # size and blake2b checked (version 1 configs may have no list; version 2 must)
         check_files(info["path"], info["files"], "retrain or restore the checkpoint")
     try:
         state = load_file(str(weights), device="cpu")
@@ -232,21 +243,34 @@ def read_run(run) -> dict | None:
     return {**info, "dir": run / name, "legacy": False}
 
 
-def verify_checkpoint(info: dict) -> None:
+def verify_checkpoint(info: dict, rank: int = 0) -> None:
     """Check the committed checkpoint `info` (from read_run): every file its manifest lists, by size and
-    blake2b, and the step it was written at. Older runs have no manifest: their folders must exist."""
+    blake2b, and the step it was written at. Older runs have no manifest: their folders must exist. Both:
+    process `rank`'s RNG state must read, as accelerate reads it (accelerate skips an unreadable one with
+    a log line, and the resume would silently not be exact)."""
     folder = info["dir"]
     fix = f"restore {folder}, or start again with a new --out"
     if info["legacy"]:
         if not (folder / "state").is_dir():
             raise GenieFileNotFoundError(f"{folder / 'state'} is missing, so nothing can resume: {fix}.")
+    else:
+        manifest = read_header(folder / MANIFEST, "genie-checkpoint", 1, "checkpoint manifest", fix)
+        if manifest.get("step") != info["step"]:
+            raise GenieCorruptFileError(
+                f"{folder} holds step {manifest.get('step')!r} but {POINTER} says {info['step']}: {fix}."
+            )
+        check_files(folder, manifest.get("files"), fix)
+    rng = folder / "state" / f"random_states_{rank}.pkl"
+    if rank > 0 and not rng.exists():  # resumed on more processes than wrote it: theirs start fresh
         return
-    manifest = read_header(folder / MANIFEST, "genie-checkpoint", 1, "checkpoint manifest", fix)
-    if manifest.get("step") != info["step"]:
+    try:
+        states = load_accelerate_file(rng)
+    except Exception as e:  # zeroed or cut short: unpickling fails in many ways
         raise GenieCorruptFileError(
-            f"{folder} holds step {manifest.get('step')!r} but {POINTER} says {info['step']}: {fix}."
-        )
-    check_files(folder, manifest.get("files"), fix)
+            f"{rng} is missing or unreadable ({e.__class__.__name__}): {fix}."
+        ) from None
+    if not isinstance(states, dict) or "torch_manual_seed" not in states:
+        raise GenieCorruptFileError(f"{rng} holds no random-number state: {fix}.")
 
 
 def staging_dir(run, step: int, create: bool = True) -> Path:
@@ -261,12 +285,13 @@ def staging_dir(run, step: int, create: bool = True) -> Path:
     return staging
 
 
-def commit_checkpoint(run, staging: Path, step: int, record: dict) -> Path:
+def commit_checkpoint(run, staging: Path, step: int, record: dict, phase: str = "") -> Path:
     """Make the fully written `staging` (model/, state/) the current checkpoint of `run`, at `step`.
 
     Manifest, fsync of every file, rename to ckpt-NNNNNN/, then the one commit point: trainer.json
     replaced by a rename. The previous checkpoint is removed only after. `record` (train config, meta) is
-    kept in trainer.json. GENIE_CRASH_AT=staged|renamed|committed ends the process at those points."""
+    kept in trainer.json. GENIE_CRASH_AT=staged|renamed|pointer|committed ends the process at those points
+    (pointer: trainer.json's temporary copy written, not renamed); `phase` prefixes their names."""
     run = Path(run)
     with writing(run, cleanup=staging):
         files = {
@@ -276,7 +301,7 @@ def commit_checkpoint(run, staging: Path, step: int, record: dict) -> Path:
         }
         write_json_atomic(staging / MANIFEST, {**header("genie-checkpoint", 1), "step": step, "files": files})
         fsync_tree(staging)
-        crash_point("staged", step)
+        crash_point(f"{phase}staged", step)
         name = f"ckpt-{step:06d}"
         n = 0
         while (run / name).exists():
@@ -284,10 +309,10 @@ def commit_checkpoint(run, staging: Path, step: int, record: dict) -> Path:
             name = f"ckpt-{step:06d}.{n}"
         os.rename(staging, run / name)
         fsync_dir(run)
-        crash_point("renamed", step)
+        crash_point(f"{phase}renamed", step)
         pointer = {**header(RUN_FORMAT, RUN_VERSION), "step": step, "checkpoint": name, **record}
-        write_json_atomic(run / POINTER, pointer)
-    crash_point("committed", step)
+        write_json_atomic(run / POINTER, pointer, crash_at=(f"{phase}pointer", step))
+    crash_point(f"{phase}committed", step)
     for p in run.iterdir():  # the previous checkpoint (and a run of older genie's model/ and state/)
         if (_CKPT.fullmatch(p.name) and p.name != name) or p.name in ("model", "state"):
             shutil.rmtree(p, ignore_errors=True)
@@ -295,7 +320,9 @@ def commit_checkpoint(run, staging: Path, step: int, record: dict) -> Path:
 
 
 def recommit_model(run, model, meta: dict | None = None, dtype: torch.dtype | None = None) -> Path:
-    """A new commit of `run`'s current checkpoint with `model` as its model: same step, same state."""
+    """A new commit of `run`'s current checkpoint with `model` as its model: same step, same state. The
+    caller holds the run's OutputLock. GENIE_CRASH_AT=recommit ends the process once the new copy is
+    staged; recommit-staged|-renamed|-pointer|-committed at the points of its commit."""
     run = Path(run)
     info = read_run(run)
     if info["legacy"]:  # a run of older genie: its model/ folder, as it was written then
@@ -306,8 +333,9 @@ def recommit_model(run, model, meta: dict | None = None, dtype: torch.dtype | No
     with writing(run, cleanup=staging):
         shutil.copytree(info["dir"] / "state", staging / "state", copy_function=_link_or_copy)
         write_model_files(staging / "model", model, meta, dtype)
+    crash_point("recommit", info["step"])
     record = {k: info[k] for k in ("train", "meta") if k in info}
-    return commit_checkpoint(run, staging, info["step"], record) / "model"
+    return commit_checkpoint(run, staging, info["step"], record, phase="recommit-") / "model"
 
 
 def _link_or_copy(src, dst) -> None:
@@ -331,6 +359,11 @@ def clean_run(run) -> list[str]:
             if not (run / part).exists() and olds:
                 os.rename(olds[0], run / part)
     current = info["dir"].name if info is not None and not info["legacy"] else None
+    if current is not None and not info["dir"].is_dir():  # removing the others could lose the only good one
+        raise GenieCorruptFileError(
+            f"{run / POINTER} names {current}, which is missing, so nothing was removed: restore "
+            f"{info['dir']}, or start again with a new --out."
+        )
     removed = []
     for p in sorted(run.iterdir()):
         if _LEFTOVER.fullmatch(p.name) or (_CKPT.fullmatch(p.name) and p.name != current):

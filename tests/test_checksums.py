@@ -14,6 +14,7 @@ from genie.checkpoint import load_model, read_config, read_run, save_model
 from genie.cli.commands import main
 from genie.core.config import preset
 from genie.core.errors import GenieCorruptFileError, GenieDiskFullError, GenieError, GenieValueError
+from genie.core.io import mount_point
 from genie.data import EpisodeWriter, VideoDataset
 from genie.data.episodes import verify_dataset
 from genie.train import recipes
@@ -201,7 +202,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_sentence_and_loses_nothing(
 
     monkeypatch.setattr(genie.checkpoint, "save_file", full)
     with pytest.raises(
-        GenieDiskFullError, match="No space left on device while writing .*nothing was lost"
+        GenieDiskFullError, match=f"No space left on {mount_point(run)} while writing .*nothing was lost"
     ) as e:
         recipes.train_tokenizer(small_sprite_data, run, resume=True, **{**KW, "steps": 4})
     _one_sentence(e)
@@ -291,7 +292,7 @@ def test_a_full_disk_while_writing_an_episode_is_one_sentence(tmp_path, monkeypa
     with EpisodeWriter(root) as w:
         monkeypatch.setattr(genie.data.episodes, "_save_npy", full)
         with pytest.raises(
-            GenieDiskFullError, match="No space left on device while writing .*ep_000003"
+            GenieDiskFullError, match=f"No space left on {mount_point(root)} while writing .*ep_000003"
         ) as e:
             w.add_episode(np.zeros((3, 4, 4, 3), np.uint8))
         _one_sentence(e)

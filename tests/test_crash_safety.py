@@ -33,6 +33,7 @@ CRASHES = {  # (phase, step) -> (step committed when it died, whether the commit
     ("state", 2): (None, True),  # the first commit: accelerate state staged, model not yet
     ("staged", 4): (2, True),  # staging complete and fsynced, not renamed
     ("renamed", 4): (2, True),  # ckpt-000004/ in place, trainer.json still points at step 2
+    ("pointer", 4): (2, True),  # trainer.json's new copy written and fsynced, not renamed over it
     ("committed", 4): (4, True),  # trainer.json points at step 4, ckpt-000002/ not yet removed
     ("step", 5): (4, False),  # between checkpoints: step 5 logged, never committed
 }

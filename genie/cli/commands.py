@@ -20,7 +20,7 @@ from genie.cli import bench, play
 from genie.cli import collect as collect_cli
 from genie.cli.args import Parser, add_sampling_args, check_numbers
 from genie.core.errors import GenieError, GenieValueError
-from genie.data.episodes import verify_dataset
+from genie.data.dataset import check_dataset
 from genie.data.video import write_video
 from genie.rl import ppo
 from genie.train import evaluate, recipes
@@ -201,13 +201,24 @@ def cmd_sample(args) -> int:
 
 
 def cmd_check(args) -> int:
-    """Verify a dataset (every episode array against its manifest's blake2b) or a world folder (every
-    part's config and weights against their checksums); one line, exit 1 on the first bad file."""
+    """Verify a dataset (dataset.json, then every episode array against its manifest's blake2b) or a world
+    folder (every part's config and weights against their checksums); one line, exit 1 on the first bad
+    file. Episodes without a manifest (written by genie before manifests) are counted as unverified."""
     path = Path(args.path)
     t0 = time.time()
     if (path / "dataset.json").exists():
-        n = verify_dataset(path)
-        print(f"{path}: {n} episodes verified (sizes and blake2b of every array) in {time.time() - t0:.1f}s")
+        ds = check_dataset(path)
+        n, unverified = ds.num_episodes, ds.unverified_episodes
+        note = (
+            f"; {unverified} unverified (no manifest.json: written by an older genie, only their shapes were "
+            "checked)"
+            if unverified
+            else ""
+        )
+        print(
+            f"{path}: {n - unverified} episodes verified (sizes and blake2b of every array){note} in "
+            f"{time.time() - t0:.1f}s"
+        )
     elif (path / "world.json").exists():
         _, parts = read_world(path)
         print(f"{path}: world verified ({', '.join(sorted(parts))}) in {time.time() - t0:.1f}s")

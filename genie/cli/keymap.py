@@ -2,7 +2,8 @@
 
 Number keys always work: key '1' is latent action 0, '2' is action 1, ... up to '9'. When the world
 knows what its latent actions mean (world.json "action_mapping", see envs/actions.py), real names are
-bound to keys: LEFT/RIGHT/UP/DOWN -> arrows, FIRE/JUMP/SPACE -> space bar; NOOP is what plays when no
+bound to keys: LEFT/RIGHT/UP/DOWN -> arrows, FIRE/JUMP/SPACE -> space bar (VizDoom's TURN_LEFT/
+MOVE_LEFT, TURN_RIGHT/MOVE_RIGHT, MOVE_FORWARD/MOVE_BACKWARD and ATTACK likewise); NOOP is what plays when no
 key is held. Other names (e.g. Atari's UPLEFT) stay reachable through their number key.
 
 The legend lists the game's keys first (arrows, space: what a player reaches for), then the number
@@ -26,6 +27,14 @@ REAL_NAME_KEYS = {
     "FIRE": "space",
     "JUMP": "space",
     "SPACE": "space",
+    # VizDoom's buttons (the env's action names): turning or strafing on the arrows, walking on up/down
+    "TURN_LEFT": "left",
+    "TURN_RIGHT": "right",
+    "MOVE_LEFT": "left",
+    "MOVE_RIGHT": "right",
+    "MOVE_FORWARD": "up",
+    "MOVE_BACKWARD": "down",
+    "ATTACK": "space",
 }
 IDLE_NAMES = ("NOOP", "NONE", "IDLE")
 KEY_LABELS = {"left": "Left", "right": "Right", "up": "Up", "down": "Down", "space": "Space"}  # legend

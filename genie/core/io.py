@@ -52,8 +52,9 @@ def fsync_tree(folder) -> None:
         fsync_dir(parent)
 
 
-def write_json_atomic(path, data: dict, sort_keys: bool = False) -> None:
-    """Write `data` as JSON to `path`: temporary sibling, fsync, rename, fsync of the folder."""
+def write_json_atomic(path, data: dict, sort_keys: bool = False, crash_at: tuple | None = None) -> None:
+    """Write `data` as JSON to `path`: temporary sibling, fsync, rename, fsync of the folder. `crash_at`:
+    the (phase, step) of the crash_point between the fsync of the temporary file and its rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -63,6 +64,8 @@ def write_json_atomic(path, data: dict, sort_keys: bool = False) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        if crash_at is not None:
+            crash_point(*crash_at)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -129,7 +132,11 @@ def read_header(path, fmt: str, version: int, what: str, fix: str, readable: tup
     try:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GenieValueError(f"{path} is corrupt ({e.__class__.__name__}): {fix}.") from None
+        raise GenieCorruptFileError(f"{path} is corrupt ({e.__class__.__name__}): {fix}.") from None
+    except OSError as e:  # missing, a folder, unreadable: a file its folder should hold
+        raise GenieCorruptFileError(
+            f"{path} is missing or unreadable ({e.__class__.__name__}): {fix}."
+        ) from None
     if not isinstance(info, dict) or info.get("format") != fmt:
         raise GenieValueError(f"{path} is not a genie {what}: {fix}.")
     if info.get("version") != version and info.get("version") not in readable:
@@ -201,10 +208,22 @@ def _is_disk_full(e: BaseException, path) -> bool:
     return False
 
 
+def mount_point(path) -> Path:
+    """The mount point of the filesystem `path` is (or would be) on: its nearest existing folder, walked up
+    to the first mount."""
+    folder = Path(os.path.abspath(path))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    while not os.path.ismount(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
 @contextlib.contextmanager
 def writing(path, cleanup=None):
-    """Writes under `path` inside this block: a full disk becomes one GenieDiskFullError sentence, after
-    removing the folder `cleanup` (the half-written staging copy), so the disk is not left fuller."""
+    """Writes under `path` inside this block: a full disk becomes one GenieDiskFullError sentence naming
+    the filesystem, after removing `cleanup` (the half-written staging folder, or file), so the disk is
+    not left fuller."""
     try:
         yield
     except GenieDiskFullError:
@@ -212,11 +231,14 @@ def writing(path, cleanup=None):
     except Exception as e:
         if not _is_disk_full(e, path):
             raise
-        if cleanup is not None:
+        if cleanup is not None and Path(cleanup).is_dir():
             shutil.rmtree(cleanup, ignore_errors=True)
+        elif cleanup is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(cleanup)
         raise GenieDiskFullError(
-            f"No space left on device while writing {path}: free space or choose another --out; "
-            "nothing was lost."
+            f"No space left on {mount_point(path)} while writing {path}: free space or choose another "
+            "--out; nothing was lost."
         ) from None
 
 

@@ -4,6 +4,11 @@ Letters: E episodes, T frames per window or episode, H W pixels.
 
 The on-disk layout, the alignment of actions to frames and the atomicity of appends are described in
 genie/data/episodes.py, which also holds `EpisodeWriter`.
+
+Checks: opening a dataset checks dataset.json, every episode's shape and manifest (sizes, blake2b of the
+small arrays) and that the episodes make one dataset (check_episodes); the first read of an episode
+(episode() or read_window) hashes its frames.npy too, once per episode and dataset object.
+`check_dataset` (`genie check`) hashes everything at once.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import collections
 import os
 import pathlib
+import sys
 
 import numpy as np
 import torch
@@ -23,6 +29,7 @@ from genie.data.episodes import (
     _list_episode_dirs,
     _read_meta,
     _read_npy_header,
+    check_episodes,
     verify_episode,
 )
 
@@ -72,8 +79,22 @@ class VideoDataset:
         self._dirs = _list_episode_dirs(self.root)
         if not self._dirs:
             raise GenieValueError(f"The dataset at {self.root} has no episodes: {hint}.")
+        self._manifested = check_episodes(self.root, self._dirs)
         self._lengths = [self._read_length(d) for d in self._dirs]
-        present = {name: all((d / f"{name}.npy").exists() for d in self._dirs) for name in TRANSITION_ARRAYS}
+        counts = {name: sum((d / f"{name}.npy").exists() for d in self._dirs) for name in TRANSITION_ARRAYS}
+        present = {name: n == len(self._dirs) for name, n in counts.items()}
+        partial = [
+            f"{name} in {n} of {len(self._dirs)} episodes"
+            for name, n in counts.items()
+            if 0 < n < len(self._dirs)
+        ]
+        if partial:  # written so (each manifest vouches for its episode), but training would not use them
+            print(
+                f"{self.root}: the episodes differ in what they recorded ({', '.join(partial)}), so the "
+                "dataset reads as without those arrays: write every episode alike to use them.",
+                file=sys.stderr,
+                flush=True,
+            )
         self._present = present
         self.has_actions = present["actions"]
         self.has_rewards = present["rewards"]
@@ -116,6 +137,7 @@ class VideoDataset:
         if i in self._files:
             self._files.move_to_end(i)
             return self._files[i]
+        self._verify(i)
         files = {}
         for name in ("frames", *TRANSITION_ARRAYS):
             path = self._dirs[i] / f"{name}.npy"
@@ -128,6 +150,17 @@ class VideoDataset:
             for fd, _, _ in old.values():
                 os.close(fd)
         return files
+
+    def _verify(self, i: int) -> None:
+        """blake2b of every array of episode i against its manifest, the first time the episode is read."""
+        if i not in self._verified:
+            verify_episode(self._dirs[i], full=True)
+            self._verified.add(i)
+
+    @property
+    def unverified_episodes(self) -> int:
+        """Episodes without a manifest.json (a dataset of genie before manifests): their bytes are unchecked."""
+        return self._manifested.count(False)
 
     def __len__(self) -> int:
         return self.num_episodes
@@ -149,9 +182,7 @@ class VideoDataset:
             self._cache.move_to_end(i)
             return self._cache[i]
         folder = self._dirs[i]
-        if i not in self._verified:  # blake2b of every array, the first time this episode is read
-            verify_episode(folder, full=True)
-            self._verified.add(i)
+        self._verify(i)
         out = {"frames": np.load(folder / "frames.npy", mmap_mode="r")}
         for name in TRANSITION_ARRAYS:
             path = folder / f"{name}.npy"
@@ -230,6 +261,15 @@ class VideoDataset:
                 f"Episode {self._dirs[episode]} is truncated: delete it (or recreate the dataset)."
             )
         return buffer
+
+
+def check_dataset(root) -> VideoDataset:
+    """Check dataset `root` as `genie check` does: dataset.json, the episodes as one dataset, and the
+    blake2b of every array each manifest lists. Returns the dataset (see its unverified_episodes)."""
+    ds = VideoDataset(root)
+    for i in range(ds.num_episodes):
+        ds._verify(i)
+    return ds
 
 
 class WindowDataset(torch.utils.data.Dataset):

@@ -24,13 +24,17 @@ actions[s : s+T-1].
 
 Atomicity: an episode is written into `root/.tmp/<unique>/`, every file is fsynced, and the folder is
 renamed to `root/episodes/ep_XXXXXX` in one `os.rename`. Readers list only `episodes/ep_*`, so a crash
-leaves every finished episode readable and nothing half-written visible. `dataset.json` is replaced
+leaves every finished episode readable and nothing half-written visible (crash points episode-staged and
+episode-committed, step = the episode's index). `dataset.json` is replaced
 atomically (tmp file + fsync + os.replace). One writer at a time (an exclusive flock on `root/.lock`,
 genie.core.io.OutputLock).
 
-Checksums: each episode's manifest.json lists its arrays. Opening an episode checks that every listed
+Checksums: each episode's manifest.json lists its arrays. Opening a dataset checks that every listed
 array is there with its size and that the small (transition) arrays match their blake2b, which costs a
-stat per file; `verify_episode(folder, full=True)` also hashes frames.npy.
+stat per file; the first read of an episode (VideoDataset.episode or read_window) also hashes frames.npy,
+once per episode and process (`verify_episode(folder, full=True)`). A dataset is one whole: every episode
+has a manifest, or none has (written by genie before manifests: read, unverified); a dataset that mixes
+both, or an episode holding an array its manifest does not list, is refused (`check_episodes`).
 
 Runs: dataset.json lists every run that wrote into the dataset; run k wrote episodes first_episode(k) up
 to first_episode(k+1). A run whose meta has a `seed` (episode k resets with seed + k, genie collect) must
@@ -50,10 +54,11 @@ import uuid
 import numpy as np
 import torch
 
-from genie.core.errors import GenieTypeError, GenieValueError
+from genie.core.errors import GenieCorruptFileError, GenieTypeError, GenieValueError
 from genie.core.io import (
     OutputLock,
     check_files,
+    crash_point,
     file_entry,
     fsync_dir,
     header,
@@ -102,10 +107,8 @@ def _npy_header(shape: tuple) -> bytes:
 
 
 def _read_npy_header(path: pathlib.Path) -> tuple[tuple, np.dtype, int]:
-    """(shape, dtype, byte offset of the data) of a C-order .npy file, without reading its data. Reading
-    an episode's frames.npy header first checks the episode against its manifest (verify_episode)."""
-    if path.name == "frames.npy":
-        verify_episode(path.parent, full=False)
+    """(shape, dtype, byte offset of the data) of a C-order .npy file, without reading its data (the
+    caller has checked its episode against the manifest: check_episodes, verify_episode)."""
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -123,14 +126,15 @@ def _read_npy_header(path: pathlib.Path) -> tuple[tuple, np.dtype, int]:
     return tuple(shape), dtype, offset
 
 
-def verify_episode(folder, full: bool = True) -> None:
+def verify_episode(folder, full: bool = True) -> set | None:
     """Check episode `folder` against its manifest.json: every listed array exists with its size, the
     small ones match their blake2b, and with `full` frames.npy does too. One GenieCorruptFileError naming
-    the file otherwise. Episodes written before manifests have none and pass."""
+    the file otherwise. Returns the names the manifest lists; None for an episode without one (written
+    before manifests: nothing to check)."""
     folder = pathlib.Path(folder)
     path = folder / MANIFEST
     if not path.exists():
-        return
+        return None
     fix = f"delete {folder} (or recreate the dataset)"
     files = read_header(path, "genie-episode", 1, "episode manifest", fix).get("files")
     check_files(folder, files, fix, full=False)
@@ -142,11 +146,37 @@ def verify_episode(folder, full: bool = True) -> None:
         if key not in _verified:
             check_files(folder, files, fix, only={name})
             _verified.add(key)
+    return set(files)
+
+
+def check_episodes(root, dirs: list[pathlib.Path]) -> list[bool]:
+    """Check the episodes `dirs` of dataset `root` against their manifests (verify_episode, full=False) and
+    that they make one dataset: every episode has a manifest.json or none has (a dataset of genie before
+    manifests), and none holds an array its manifest does not list. Returns which have a manifest."""
+    listed = [verify_episode(folder, full=False) for folder in dirs]
+    has = [names is not None for names in listed]
+    if any(has) and not all(has):
+        bad = dirs[has.index(False)]
+        raise GenieCorruptFileError(
+            f"Episode {bad} has no manifest.json while the other episodes of {root} have one, so its arrays "
+            f"cannot be checked: run `genie check {root}`, then delete {bad} (or recreate the dataset)."
+        )
+    for folder, names in zip(dirs, listed):
+        for name in () if names is None else ("frames", *TRANSITION_ARRAYS):
+            if f"{name}.npy" not in names and (folder / f"{name}.npy").exists():
+                raise GenieCorruptFileError(
+                    f"{folder / name}.npy is not listed in the manifest.json of its episode (it was added "
+                    f"later): run `genie check {root}`, then delete {folder} (or recreate the dataset)."
+                )
+    return has
 
 
 def verify_dataset(root) -> int:
     """Fully check every episode of dataset `root` (blake2b of every array); returns the episode count."""
-    dirs = _list_episode_dirs(pathlib.Path(root))
+    root = pathlib.Path(root)
+    _read_meta(root)
+    dirs = _list_episode_dirs(root)
+    check_episodes(root, dirs)
     for folder in dirs:
         verify_episode(folder, full=True)
     return len(dirs)
@@ -354,8 +384,10 @@ class EpisodeWriter:
             if not self._run_recorded:  # before its first episode lands, so a crash leaves it recorded
                 self._write_meta({**self.meta, "runs": [*self._previous_runs(), self._run]})
                 self._run_recorded = True
-            os.rename(tmp, final)
+            crash_point("episode-staged", self._next_index)
+            os.rename(tmp, final)  # the commit point of the episode
             fsync_dir(final.parent)
+            crash_point("episode-committed", self._next_index)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

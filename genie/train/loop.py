@@ -44,7 +44,7 @@ from genie.checkpoint import (
     verify_checkpoint,
     write_model_files,
 )
-from genie.core.errors import GenieError, GenieFileNotFoundError, GenieValueError, positive_int
+from genie.core.errors import GenieError, GenieFileNotFoundError, GenieValueError, in_range
 from genie.core.io import OutputLock, crash_point, writing
 
 
@@ -73,6 +73,28 @@ class TrainConfig:
     num_workers: int = 0
     mixed_precision: str = "auto"
     """"auto": bf16 on CUDA, fp32 on CPU; or "no" / "bf16" / "fp16\""""
+
+
+_RANGES = {  # TrainConfig field -> (lowest, highest or None, integer); lr > 0; 0 turns off grad_clip, images
+    **dict.fromkeys(("steps", "batch_size", "grad_accum", "log_every", "ckpt_every"), (1, None, True)),
+    **dict.fromkeys(("warmup", "image_every", "num_workers"), (0, None, True)),
+    **dict.fromkeys(("lr", "weight_decay", "grad_clip"), (0, None, False)),
+    "min_lr_ratio": (0, 1, False),
+    "seed": (0, 2**32 - 1, True),
+}
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse the first TrainConfig field out of its range: one GenieValueError naming it and the range."""
+    for name, (low, high, integer) in _RANGES.items():
+        label = f"TrainConfig.{name}" + (" (save_every)" if name == "ckpt_every" else "")
+        in_range(getattr(cfg, name), label, low, high, integer, above=name == "lr")
+    if cfg.mixed_precision not in MIXED_PRECISION:
+        raise GenieValueError(
+            f"TrainConfig.mixed_precision must be one of {', '.join(map(repr, MIXED_PRECISION))}, got "
+            f"{cfg.mixed_precision!r}: pass one of them."
+        )
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -150,8 +172,9 @@ def save_strip(path: Path, truth: torch.Tensor, pred: torch.Tensor) -> None:
     """Two rows (truth over prediction) of T frames, as one PNG."""
     top = np.concatenate(list(truth.cpu().numpy()), axis=1)
     bottom = np.concatenate(list(pred.cpu().numpy()), axis=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate([top, bottom], axis=0)).save(path)
+    with writing(path, cleanup=path):  # a full disk: one sentence, and no half-written PNG left
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.concatenate([top, bottom], axis=0)).save(path)
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -177,6 +200,7 @@ def train(
     `--resume` then continues to `cfg.steps` exactly. Returns a summary dict.
     """
     out = Path(out)
+    check_config(cfg)
     if accelerator is None:
         mp = cfg.mixed_precision
         if mp == "auto":
@@ -186,7 +210,6 @@ def train(
         # Tiny gradients late in training (and Adam's squares of them) reach the denormal range, where x86
         # arithmetic is many times slower: measured 5x on the demo LAM once its loss fell to ~1e-4.
         torch.set_flush_denormal(True)
-    positive_int(cfg.ckpt_every, "save_every")
     main = accelerator.is_main_process
     lock = OutputLock(out) if main else None
     if lock is not None:
@@ -235,7 +258,7 @@ def _train(model, dataset, cfg, out, resume, meta, batch_fn, accelerator, progre
     info = read_run(out) if resume else None
     start_step = info["step"] if info is not None else 0
     if info is not None:
-        verify_checkpoint(info)
+        verify_checkpoint(info, accelerator.process_index)
 
     torch.manual_seed(cfg.seed)
     raw_model = model
@@ -247,7 +270,7 @@ def _train(model, dataset, cfg, out, resume, meta, batch_fn, accelerator, progre
             accelerator.load_state(str(state))
         except GenieError:
             raise
-        except Exception as e:  # truncated optimizer.bin, RNG pickles, ... of a run without checksums
+        except Exception as e:  # truncated optimizer.bin, ... of a run without checksums
             raise GenieValueError(
                 f"The training state in {state} is unreadable ({e.__class__.__name__}): restore it, or "
                 "start again with a new --out."
@@ -399,15 +422,17 @@ def _truncate_metrics(path: Path, step: int) -> None:
         path.unlink()
         return
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(keep))
-    os.replace(tmp, path)
+    with writing(path, cleanup=tmp):
+        tmp.write_text("".join(keep))
+        os.replace(tmp, path)
 
 
 def _append_csv(path: Path, row: dict) -> None:
     new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    with writing(path):  # a row cut short by a full disk is dropped on resume (_truncate_metrics)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)

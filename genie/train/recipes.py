@@ -29,6 +29,7 @@ from genie.checkpoint import load_model, read_config, read_run, save_model
 from genie.core.config import dynamics_preset, preset
 from genie.core.errors import GenieValueError
 from genie.core.frames import to_float
+from genie.core.io import OutputLock, writing
 from genie.data import VideoDataset, WindowDataset
 from genie.train.loop import TrainConfig, train
 from genie.train.metrics import fit_action_mapping
@@ -121,8 +122,9 @@ def train_lam(
     lam.calibrate(_calibration_batches(ds, cfg.context))
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
-        meta = {**read_config(out)["meta"], "calibrated": True}  # same step, calibrated statistics
-        save_model(lam, Path(out) / "model", meta=meta)
+        with OutputLock(out):  # the re-commit writes the run folder as train() does: one writer at a time
+            meta = {**read_config(out)["meta"], "calibrated": True}  # same step, calibrated statistics
+            save_model(lam, Path(out) / "model", meta=meta)
     return summary
 
 
@@ -280,15 +282,16 @@ def _stage(fn, run: Path, steps: int, resume: bool, kind: str, **kw):
 
 def save_prompts(ds: VideoDataset, folder: Path, count: int = 4) -> list[str]:
     """First frames of held-out episodes (or of any) as PNG prompt images."""
-    folder.mkdir(parents=True, exist_ok=True)
     episodes = ds.split_episodes("val") or ds.split_episodes("all")
     names = []
-    for k, e in enumerate(episodes[:count]):
-        frames = ds.episode(e)["frames"]
-        frame = np.asarray(frames[min(len(frames) - 1, 8)])
-        name = f"prompt_{k}.png"
-        Image.fromarray(frame).save(folder / name)
-        names.append(name)
+    with writing(folder, cleanup=folder):  # a full disk: one sentence, and no half-written prompts left
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, e in enumerate(episodes[:count]):
+            frames = ds.episode(e)["frames"]
+            frame = np.asarray(frames[min(len(frames) - 1, 8)])
+            name = f"prompt_{k}.png"
+            Image.fromarray(frame).save(folder / name)
+            names.append(name)
     return names
 
 

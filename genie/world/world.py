@@ -17,7 +17,7 @@ Rewards and terminations of imagined transitions come from the world's reward mo
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from dynamics.sampling import Rollout, noise_keys
 from genie.core.cache import FrameHistory, ring_from
 from genie.core.errors import GenieTypeError, GenieValueError, positive_int
 from genie.core.frames import to_float, to_uint8
-from genie.world.folder import read_world, write_world_info
+from genie.world.folder import check_play_defaults, check_temperature, read_world, write_world_info
 from genie.world.prompt import load_prompt_frames
 
 
@@ -79,6 +79,8 @@ class World:
         self.use_cache = use_cache
         self.compile = compile
         self._captured = None  # the compiled fixed-shape step, built on the first compiled step
+        where = Path(self.info["path"]) / "world.json" if "path" in self.info else "World(info=...)"
+        check_play_defaults(self.info, str(where))  # bad values fail at load, not at the first step
         self.maskgit_steps = int(self.info.get("maskgit_steps", dynamics.cfg.maskgit_steps))
         self.temperature = float(self.info.get("temperature", dynamics.cfg.temperature))
         self.fit = self.info.get("fit", "crop")
@@ -105,6 +107,7 @@ class World:
 
     @staticmethod
     def write_info(path, info: dict) -> None:
+        """Replace the info in world folder `path`'s world.json (atomically, under its lock; parts kept)."""
         write_world_info(path, info)
 
     # --- properties ---
@@ -192,7 +195,9 @@ class World:
         Returns the new first frames of those rows, uint8 (b, H, W, 3)."""
         if self.rollout is None:
             raise GenieValueError("Call reset(prompt) before reset_rows(...).")
-        rows = torch.as_tensor(rows, dtype=torch.long, device=self.device).flatten()
+        rows = self._check_rows(rows)
+        if len(rows) == 0:  # nobody to restart
+            return self.frames[:0]
         clips = self._prompt_batch(prompts, len(rows))
         # Keep the clip no longer than the frames every row shares, so caches line up.
         tokens, actions = self._encode_prompt(clips)
@@ -210,6 +215,24 @@ class World:
             self._transition = self._transition.clone()
             self._transition[rows] = tokens[:, -1:].expand(-1, 2, -1)
         return frames[:, -1]
+
+    def _check_rows(self, rows) -> torch.Tensor:
+        """Validate the worlds to restart -> int64 (b,) on the device: distinct integers in [0, B)."""
+        B = self.batch_size
+        try:
+            arr = rows.detach().cpu().numpy() if torch.is_tensor(rows) else np.asarray(rows)
+        except (TypeError, ValueError):
+            arr = np.asarray([None])
+        if arr.size and arr.dtype.kind not in "iu":
+            raise GenieTypeError(f"rows must be integers in [0, {B}) (the worlds to restart), got {rows!r}.")
+        arr = arr.reshape(-1).astype(np.int64)
+        if ((arr < 0) | (arr >= B)).any():
+            raise GenieValueError(
+                f"rows must be in [0, {B}) (there are {B} worlds), got {arr.tolist()[:8]}: pass existing rows."
+            )
+        if len(np.unique(arr)) != len(arr):
+            raise GenieValueError(f"rows {arr.tolist()[:8]} repeat a world: pass each world to restart once.")
+        return torch.from_numpy(arr).to(self.device)
 
     def _decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T, h, w) of the newest frames -> uint8 (B, T, H, W, 3)."""
@@ -251,14 +274,7 @@ class World:
     def check_sampling(self, maskgit_steps=None, temperature=None) -> tuple[int, float]:
         """Validate MaskGIT steps and temperature (None: the world's defaults) -> (steps, temperature)."""
         steps = positive_int(self.maskgit_steps if maskgit_steps is None else maskgit_steps, "maskgit_steps")
-        temp = self.temperature if temperature is None else temperature
-        if isinstance(temp, (bool, np.bool_)) or not isinstance(temp, (int, float, np.integer, np.floating)):
-            raise GenieValueError(f"temperature must be a number >= 0, got {temp!r}.")
-        if not math.isfinite(temp) or temp < 0:
-            raise GenieValueError(
-                f"temperature must be a finite number >= 0 (0 samples greedily), got {temp!r}."
-            )
-        return steps, float(temp)
+        return steps, check_temperature(self.temperature if temperature is None else temperature)
 
     def check_actions(self, actions) -> torch.Tensor:
         """Validate actions -> int64 (B,) on the device."""
