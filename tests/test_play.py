@@ -143,7 +143,10 @@ def test_keymap_from_action_mapping():
 
 
 def test_keymap_doom_buttons():
-    doom = {"real_action_names": ["NOOP", "MOVE_FORWARD", "TURN_RIGHT", "TURN_LEFT"], "latent_for_real": [6, 1, 3, 0]}
+    doom = {
+        "real_action_names": ["NOOP", "MOVE_FORWARD", "TURN_RIGHT", "TURN_LEFT"],
+        "latent_for_real": [6, 1, 3, 0],
+    }
     km = Keymap.for_world(8, {"action_mapping": doom})
     assert (km.actions["left"], km.actions["right"], km.actions["up"]) == (0, 3, 1) and km.idle_action == 6
     assert km.legend()[0] == "Left: TURN_LEFT  Right: TURN_RIGHT  Up: MOVE_FORWARD  (no key: NOOP)"
