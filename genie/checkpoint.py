@@ -48,6 +48,7 @@ from genie.core.io import (
     fsync_dir,
     fsync_tree,
     header,
+    public_mode,
     read_header,
     write_json_atomic,
     writing,
@@ -95,6 +96,7 @@ def write_model_files(
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     folder.mkdir(parents=True, exist_ok=True)
     save_file(state, str(folder / "model.safetensors"))
+    public_mode(folder / "model.safetensors", folder=False)  # safetensors writes 0600
     info = {**header(FORMAT, FORMAT_VERSION), "kind": model.kind, "config": to_dict(model.cfg)}
     files = {"model.safetensors": file_entry(folder / "model.safetensors")}
     write_json_atomic(folder / "config.json", {**info, "meta": meta or {}, "files": files})

@@ -36,6 +36,20 @@ def test_demo_world_fits_the_size_budget_and_ships_prompts_and_its_card():
     assert (DEMO_WORLD.parents[2] / "docs" / "DEMO_WORLD.md").exists()
 
 
+def test_demo_world_carries_checksums_of_every_file():
+    """A shipped world is verified on load like any other: world.json lists each model's config and each
+    prompt, and each config lists its weights (a corrupt install is one sentence, not black frames)."""
+    from genie.world.folder import read_world
+
+    info = json.loads((DEMO_WORLD / "world.json").read_text())
+    assert set(info["parts"]) >= {"tokenizer", "dynamics", "prompts"}
+    assert set(info["parts"]["prompts"]) == set(info["prompts"])
+    for part in ("tokenizer", "dynamics"):
+        assert "model.safetensors" in json.loads((DEMO_WORLD / part / "config.json").read_text())["files"]
+    assert not (DEMO_WORLD / ".lock").exists()
+    read_world(DEMO_WORLD)
+
+
 def test_same_action_and_seed_give_the_same_frames(world):
     a, b = _rollout(world, 2, seed=7, steps=4), _rollout(world, 2, seed=7, steps=4)
     np.testing.assert_array_equal(a, b)

@@ -468,3 +468,17 @@ def test_a_killed_collect_or_ingest_shows_only_whole_episodes(crashed, key):
             collect("ALE/Breakout-v5", 1, out, size=8, max_steps=4, progress=False)  # same seeds again
         collect("ALE/Breakout-v5", 1, out, size=8, max_steps=4, seed=committed, progress=False)
         assert check_dataset(out).num_episodes == committed + 1 and not (out / ".tmp").exists()
+
+
+def test_an_exported_world_is_readable_by_others_under_the_umask(made, tmp_path):
+    """Staging folders and temporary files come from tempfile (0700 / 0600); the committed world gets the
+    modes a plain mkdir/open would give, so a world shared on a machine or shipped in a wheel stays readable."""
+    old = os.umask(0o022)
+    try:
+        out = export_world(made["new"], tmp_path / "shared")
+    finally:
+        os.umask(old)
+    paths = [out, *out.rglob("*")]
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in paths), [
+        (str(p), oct(p.stat().st_mode)) for p in paths if p.stat().st_mode & 0o044 != 0o044
+    ]

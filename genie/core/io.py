@@ -52,6 +52,18 @@ def fsync_tree(folder) -> None:
         fsync_dir(parent)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def public_mode(path, folder: bool) -> None:
+    """Give a file or folder made by tempfile (0600 / 0700) the mode a plain open()/mkdir() gives under the
+    process umask, so a world or dataset written for others stays readable by them."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 def write_json_atomic(path, data: dict, sort_keys: bool = False, crash_at: tuple | None = None) -> None:
     """Write `data` as JSON to `path`: temporary sibling, fsync, rename, fsync of the folder. `crash_at`:
     the (phase, step) of the crash_point between the fsync of the temporary file and its rename."""
@@ -59,6 +71,7 @@ def write_json_atomic(path, data: dict, sort_keys: bool = False, crash_at: tuple
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        public_mode(tmp, folder=False)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=sort_keys)
             f.write("\n")
@@ -81,6 +94,7 @@ def atomic_dir(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    public_mode(tmp, folder=True)
     try:
         yield tmp
         fsync_tree(tmp)

@@ -45,6 +45,7 @@ from genie.core.io import (
     fsync_dir,
     fsync_tree,
     header,
+    public_mode,
     read_header,
     write_json_atomic,
     writing,
@@ -284,6 +285,7 @@ def _write_world(path: Path, models: dict, info: dict, dtype, prompts: Path, cop
     folder holds as hard links, world.json), fsync it, and swap it in. The caller holds the lock."""
     target = Path(os.path.abspath(path))
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+    public_mode(staging, folder=True)
     with writing(path):
         try:
             parts = {}
