@@ -28,8 +28,11 @@ import torch
 from envs.actions import latent_for_real, number_keys_to_action
 from genie.core.errors import GenieFileNotFoundError, GenieTypeError, GenieValueError, positive_int
 from genie.world import World
+from genie.world.folder import SHIPPED_WORLDS
 
-DEMO_WORLD = Path(__file__).resolve().parent.parent / "genie" / "assets" / "demo_world"
+# The world python play.py and gym.make("Genie-v0") open when none is given; others: --world NAME or a folder.
+DEFAULT_WORLD = "breakout"
+DEMO_WORLD = SHIPPED_WORLDS / DEFAULT_WORLD
 
 
 def load_world(world=None, device=None, compile: bool = False):

@@ -33,7 +33,9 @@ def test_demo_world_fits_the_size_budget_and_ships_prompts_and_its_card():
     assert size <= 12 * 1024 * 1024, size
     info = json.loads((DEMO_WORLD / "world.json").read_text())
     assert info["prompts"] and all((DEMO_WORLD / "prompts" / p).exists() for p in info["prompts"])
-    assert (DEMO_WORLD.parents[2] / "docs" / "DEMO_WORLD.md").exists()
+    assert (DEMO_WORLD.parents[3] / "docs" / "DEMO_WORLD.md").exists()
+    shipped = sum(f.stat().st_size for f in DEMO_WORLD.parent.rglob("*") if f.is_file())
+    assert shipped <= 25 * 1024 * 1024, shipped  # every shipped world together
 
 
 def test_demo_world_carries_checksums_of_every_file():

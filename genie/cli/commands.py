@@ -26,7 +26,7 @@ from genie.rl import ppo
 from genie.train import evaluate, recipes
 from genie.train.identify import identify
 from genie.world import World, export_world
-from genie.world.folder import read_world
+from genie.world.folder import read_world, world_path
 
 # --- Commands ---
 
@@ -204,7 +204,7 @@ def cmd_check(args) -> int:
     """Verify a dataset (dataset.json, then every episode array against its manifest's blake2b) or a world
     folder (every part's config and weights against their checksums); one line, exit 1 on the first bad
     file. Episodes without a manifest (written by genie before manifests) are counted as unverified."""
-    path = Path(args.path)
+    path = world_path(args.path)
     t0 = time.time()
     if (path / "dataset.json").exists():
         ds = check_dataset(path)
@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_eval)
     q = models.add_parser("world", help="psnr over t, psnr_t4, ssim_t4, delta_psnr_t4, action agreement")
-    q.add_argument("--world", required=True, help="world folder")
+    q.add_argument("--world", required=True, help="world folder (or a shipped world name)")
     q.add_argument("--data", required=True, help="dataset folder")
     q.add_argument("--windows", type=int, default=32, help="held-out windows scored")
     q.add_argument("--horizon", type=int, default=4, help="frames imagined after each window's first")
@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sample", help="roll a world out from a prompt image with given latent actions")
-    p.add_argument("--world", required=True, help="world folder")
+    p.add_argument("--world", required=True, help="world folder (or a shipped world name)")
     p.add_argument("--prompt", required=True, help="image file")
     p.add_argument("--actions", required=True, help="comma-separated latent actions in [0, |A|), e.g. 1,1,3")
     p.add_argument(
@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("export", help="copy a world without its training state, fp16 weights (for shipping)")
-    p.add_argument("--world", required=True, help="world folder")
+    p.add_argument("--world", required=True, help="world folder (or a shipped world name)")
     p.add_argument("--out", required=True, help="folder for the exported world")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights")
     p.add_argument(
@@ -395,7 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rl", help="train a PPO agent in a world; score it in the real game")
     rl = p.add_subparsers(dest="rl_command", required=True)
     q = rl.add_parser("train", help="PPO in imagination (GenieVectorEnv tensor path)")
-    q.add_argument("--world", default=None, help="world folder (default: the shipped demo world)")
+    q.add_argument(
+        "--world",
+        default=None,
+        help="world folder or shipped world name (doom, breakout; default: the shipped demo world)",
+    )
     q.add_argument("--steps", type=int, default=100_000, help="imagined env steps in total")
     q.add_argument("--num-envs", type=int, default=64, help="imagined envs stepped as one batch")
     q.add_argument("--out", required=True, help="policy folder")

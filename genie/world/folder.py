@@ -107,14 +107,30 @@ def check_play_defaults(info: dict, where: str) -> None:
 
 # --- Reading ---
 
+SHIPPED_WORLDS = Path(__file__).resolve().parent.parent / "assets" / "worlds"  # genie/assets/worlds/<name>/
+
+
+def shipped_worlds() -> list[str]:
+    """Names of the worlds that ship with genie ('doom', 'breakout'): `--world NAME` opens one."""
+    return sorted(p.name for p in SHIPPED_WORLDS.glob("*") if (p / "world.json").is_file())
+
+
+def world_path(path) -> Path:
+    """A world folder, or the name of a shipped world when no folder of that name exists here."""
+    p = Path(path)
+    if not p.exists() and isinstance(path, str) and "/" not in path and path in shipped_worlds():
+        return SHIPPED_WORLDS / path
+    return p
+
 
 def read_world(path) -> tuple[dict, dict]:
-    """Validate a world folder -> (info from world.json, {part: model}) with every part it holds."""
-    path = Path(path)
+    """Validate a world folder (or a shipped world's name) -> (info from world.json, {part: model})."""
+    path = world_path(path)
     tidy_world(path)
     if not path.exists():
         raise GenieFileNotFoundError(
-            f"No world folder at {path}: train one with `genie train world --out {path}`."
+            f"No world folder at {path}: pass a world folder, a shipped world ({', '.join(shipped_worlds())}), "
+            f"or train one with `genie train world --out {path}`."
         )
     if not (path / "world.json").exists():
         raise GenieFileNotFoundError(
@@ -239,7 +255,7 @@ def export_world(src, dst, dtype: torch.dtype | None = torch.float16, with_lam: 
     """Copy a world folder without its training state (train/), weights cast to `dtype` (fp16 halves the
     size; loading casts back to fp32 on CPU). For shipping a world. `with_lam=False` leaves the LAM out:
     playing needs only its codebook, which the dynamics keeps; `genie eval world` needs the LAM."""
-    src, dst = Path(src), Path(dst)
+    src, dst = world_path(src), Path(dst)
     if src.resolve() == dst.resolve():
         raise GenieValueError(f"Cannot export world {src} onto itself: pass another --out folder.")
     info, models = read_world(src)
