@@ -143,6 +143,15 @@ class LatentActionModel(nn.Module):
         )  # the window's last transition, mean over patches
         return self.enc_out(pooled).view(B, T - 1, -1)
 
+    def _input(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 or float frames (B, T, H, W, 3) -> float frames the LAM reads, average-pooled by cfg.pool."""
+        x = to_float(frames)
+        if self.cfg.pool == 1:
+            return x
+        B, T, H, W, C = x.shape
+        pooled = F.avg_pool2d(x.reshape(B * T, H, W, C).permute(0, 3, 1, 2), self.cfg.pool)
+        return pooled.permute(0, 2, 3, 1).reshape(B, T, H // self.cfg.pool, W // self.cfg.pool, C)
+
     @torch.no_grad()
     def calibrate(self, batches) -> int:
         """Set the latent normalization's statistics to the population of `batches` (frames (B, T, H, W, 3)).
@@ -150,7 +159,7 @@ class LatentActionModel(nn.Module):
         encoder; measured on the sprite test, eval-mode codes then merged two actions (0.79 agreement)
         where recalibrated statistics gave 1.0. Returns the number of transitions seen."""
         device = self.enc_norm.running_mean.device
-        z = torch.cat([self._raw_latents(to_float(f.to(device))).flatten(0, 1) for f in batches])
+        z = torch.cat([self._raw_latents(self._input(f.to(device))).flatten(0, 1) for f in batches])
         self.enc_norm.running_mean.copy_(z.mean(0))
         self.enc_norm.running_var.copy_(z.var(0, unbiased=False))
         return len(z)
@@ -158,7 +167,7 @@ class LatentActionModel(nn.Module):
     @torch.no_grad()
     def infer_actions(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (B, T, H, W, 3) -> latent actions (B, T-1) int64; a_t moves frame t to t+1."""
-        return self.vq.nearest(self._action_latents(to_float(frames)))
+        return self.vq.nearest(self._action_latents(self._input(frames)))
 
     def _predict(self, x: torch.Tensor, action_vecs: torch.Tensor) -> torch.Tensor:
         """x (B, T, H, W, 3), action_vecs (B, T-1, C) -> predicted frames 1..T-1 (B, T-1, H, W, 3)."""
@@ -175,7 +184,7 @@ class LatentActionModel(nn.Module):
         return past + delta
 
     def forward(self, frames: torch.Tensor) -> dict:
-        x = to_float(frames)
+        x = self._input(frames)
         vq = self.vq(self._action_latents(x))
         pred = self._predict(x, vq["quantized"])
         recon_loss = F.mse_loss(pred, x[:, 1:])
@@ -195,6 +204,6 @@ class LatentActionModel(nn.Module):
 
     @torch.no_grad()
     def preview(self, batch: dict):
-        x = to_float(batch["frames"][:1])
-        pred = self._predict(x, self.vq.lookup(self.infer_actions(x)))
+        x = self._input(batch["frames"][:1])
+        pred = self._predict(x, self.vq.lookup(self.vq.nearest(self._action_latents(x))))
         return to_uint8(x[0, 1:]), to_uint8(pred[0])

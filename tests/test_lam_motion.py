@@ -84,3 +84,20 @@ def test_lam_finds_which_way_a_whole_textured_view_scrolled(tmp_path):
     agree = action_agreement(np.concatenate(latent), np.concatenate(real), 8, 5, 50, 0)
     print({k: agree[k] for k in ("accuracy", "chance", "test")})
     assert agree["accuracy"] >= 0.9, agree  # chance about 0.2
+
+
+def test_a_pooled_lam_reads_64px_frames_as_the_32px_lam_reads_them():
+    """cfg.pool: the tiny preset (sized for 32x32) on 64x64 data average-pools the frames first. On frames
+    upsampled 2x (nearest), a pooled LAM with the same weights infers exactly the 32x32 LAM's actions and
+    predicts its frames; train_lam picks the pool from the data's frame size."""
+    torch.manual_seed(0)
+    small = LatentActionModel(preset("lam", "tiny", image_size=32)).eval()
+    pooled = LatentActionModel(preset("lam", "tiny", image_size=64, pool=2)).eval()
+    pooled.load_state_dict(small.state_dict())
+    frames = torch.randint(0, 256, (2, 5, 32, 32, 3), dtype=torch.uint8)
+    big = frames.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    with torch.no_grad():
+        assert torch.equal(small.infer_actions(frames), pooled.infer_actions(big))
+        torch.testing.assert_close(small(frames)["recon_loss"], pooled(big)["recon_loss"])
+        truth, pred = pooled.preview({"frames": big})
+        assert truth.shape == pred.shape == (4, 32, 32, 3)

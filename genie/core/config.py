@@ -49,10 +49,13 @@ class LAMConfig:
     # How many transitions before x_t -> x_{t+1} the encoder also reads (0: the pair alone). A game with
     # momentum shows its action in the change of motion, not in the motion.
     encoder_history: int = 0
+    # The LAM reads frames average-pooled by this factor (image_size is the data's frame size): a preset
+    # sized for 32x32 keeps its patch, motion radius and cost on 64x64 data (genie.train.recipes.train_lam).
+    pool: int = 1
 
     @property
     def grid(self) -> int:
-        return self.image_size // self.patch
+        return self.image_size // self.pool // self.patch
 
 
 @dataclass

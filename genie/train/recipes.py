@@ -26,7 +26,7 @@ from dynamics.lam import LatentActionModel
 from dynamics.model import DynamicsModel
 from dynamics.reward import RewardModel
 from genie.checkpoint import load_model, read_config, read_run, save_model
-from genie.core.config import dynamics_preset, preset
+from genie.core.config import PRESETS, dynamics_preset, preset
 from genie.core.errors import GenieValueError
 from genie.core.frames import to_float
 from genie.core.io import OutputLock, writing
@@ -113,8 +113,10 @@ def train_lam(
     **train_kw,
 ) -> dict:
     ds = _open_data(data)
-    cfg = preset("lam", preset_name, image_size=ds.frame_shape[0], context=context, num_actions=num_actions)
-    _check_size(ds, cfg.image_size, cfg.patch, "LAM")
+    size, native = ds.frame_shape[0], PRESETS["lam"].get(preset_name, {}).get("image_size")
+    pool = size // native if native and size > native and size % native == 0 else 1  # a 32x32 preset on 64x64
+    cfg = preset("lam", preset_name, image_size=size, pool=pool, context=context, num_actions=num_actions)
+    _check_size(ds, cfg.image_size // cfg.pool, cfg.patch, "LAM")
     summary = _fit(
         lambda: LatentActionModel(cfg), ds, data, cfg.context, steps, out, resume, progress, **train_kw
     )
