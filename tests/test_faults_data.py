@@ -31,6 +31,7 @@ from genie.data import EpisodeWriter, VideoDataset, WindowDataset
 from genie.data.dataset import check_dataset
 from genie.data.sources import collect
 from genie.world import World, export_world, random_world, read_world
+from genie.world.folder import tidy_world
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIELDS = ("maskgit_steps", "temperature", "fit")
@@ -482,3 +483,20 @@ def test_an_exported_world_is_readable_by_others_under_the_umask(made, tmp_path)
     assert all(p.stat().st_mode & 0o044 == 0o044 for p in paths), [
         (str(p), oct(p.stat().st_mode)) for p in paths if p.stat().st_mode & 0o044 != 0o044
     ]
+
+
+def test_tidying_never_deletes_the_only_copy_of_a_world(made, tmp_path):
+    """A world moved aside by a killed swap is the only copy when the folder is missing or is not a world
+    (a rerun recreated it): tidy puts it back or keeps it, and never creates the folder itself."""
+    old = tmp_path / ".w.old-123"
+    shutil.copytree(made["new"], old)
+    tidy_world(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / ".lock").touch()
+    tidy_world(tmp_path / "w")  # not a world: the moved-aside copy stays
+    assert old.exists()
+    shutil.rmtree(tmp_path / "w")
+    tidy_world(tmp_path / "w")  # missing: put back
+    assert not old.exists()
+    read_world(tmp_path / "w")

@@ -247,7 +247,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     tmp = tempfile.TemporaryDirectory()
-    path = Path(args.world) if args.world else random_world(Path(tmp.name) / "world", args.preset)
+    path = args.world if args.world else random_world(Path(tmp.name) / "world", args.preset)
     world = World.load(path, device=args.device, compile=args.compile)
     prompt = np.random.default_rng(0).integers(
         0, 256, (world.image_size, world.image_size, 3), dtype=np.uint8

@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--world",
         default=None,
-        help="world folder or shipped world name (doom, breakout; default: the shipped demo world)",
+        help="world folder or shipped world name (e.g. breakout; default: the shipped demo world)",
     )
     q.add_argument("--steps", type=int, default=100_000, help="imagined env steps in total")
     q.add_argument("--num-envs", type=int, default=64, help="imagined envs stepped as one batch")

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument(
         "--world",
         default=None,
-        help="world folder or shipped world name (doom, breakout; default: the shipped demo world)",
+        help="world folder or shipped world name (e.g. breakout; default: the shipped demo world)",
     )
     p.add_argument("--prompt", default=None, help="prompt image (default: the world's first prompts/*.png)")
     p.add_argument("--fps", type=int, default=15, help="target frames per second")

@@ -26,7 +26,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from genie.core.errors import GenieCorruptFileError, GenieDiskFullError, GenieLockedError, GenieValueError
+from genie.core.errors import (
+    GenieCorruptFileError,
+    GenieDiskFullError,
+    GenieFileNotFoundError,
+    GenieLockedError,
+    GenieValueError,
+)
 
 CRASH_EXIT_CODE = 137  # what a shell reports for kill -9
 
@@ -53,7 +59,12 @@ def fsync_tree(folder) -> None:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process umask, read without changing it where /proc says it (os.umask would, for a moment)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
@@ -71,8 +82,8 @@ def write_json_atomic(path, data: dict, sort_keys: bool = False, crash_at: tuple
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        public_mode(tmp, folder=False)
         with os.fdopen(fd, "w") as f:
+            public_mode(tmp, folder=False)
             json.dump(data, f, indent=2, sort_keys=sort_keys)
             f.write("\n")
             f.flush()
@@ -264,14 +275,17 @@ class OutputLock:
     its process dies, so a lock left by a killed writer is free: the next writer takes it over and says
     so. Not re-entrant: a second OutputLock on the same folder fails, in this process too."""
 
-    def __init__(self, folder):
-        self.folder, self._file = Path(folder), None
+    def __init__(self, folder, create: bool = True):
+        self.folder, self._file, self.create = Path(folder), None, create  # create=False: never make FOLDER
 
     def acquire(self) -> OutputLock:
         if self.folder.exists() and not self.folder.is_dir():
             raise GenieValueError(f"{self.folder} is a file, not a folder: choose another --out path.")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        f = open(self.folder / ".lock", "a+")  # noqa: SIM115 (held until release)
+        if self.create:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        elif not (self.folder / ".lock").is_file():
+            raise GenieFileNotFoundError(f"{self.folder} has no lock file to take.")
+        f = open(self.folder / ".lock", "a+" if self.create else "r+")  # noqa: SIM115 (held until release)
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

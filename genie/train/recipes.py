@@ -34,6 +34,7 @@ from genie.data import VideoDataset, WindowDataset
 from genie.train.loop import TrainConfig, train
 from genie.train.metrics import fit_action_mapping
 from genie.world import save_world
+from genie.world.folder import tidy_world
 from tokenizer.model import VideoTokenizer
 
 
@@ -115,6 +116,8 @@ def train_lam(
     ds = _open_data(data)
     size, native = ds.frame_shape[0], PRESETS["lam"].get(preset_name, {}).get("image_size")
     pool = size // native if native and size > native and size % native == 0 else 1  # a 32x32 preset on 64x64
+    if resume and (Path(out) / "trainer.json").exists():  # a run keeps the pool it started with
+        pool = read_config(out)["config"].get("pool", 1)
     cfg = preset("lam", preset_name, image_size=size, pool=pool, context=context, num_actions=num_actions)
     _check_size(ds, cfg.image_size // cfg.pool, cfg.patch, "LAM")
     summary = _fit(
@@ -322,6 +325,7 @@ def train_world(
     if actions == "recorded":
         _recorded_num_actions(ds, data)  # before hours of tokenizer training, not after
     out = Path(out)
+    tidy_world(out)  # a kill mid-swap moved the world aside: put it back before anything writes here
     if (out / "world.json").exists() and not resume:
         raise GenieValueError(f"{out} already holds a world: pass --resume to continue, or pick a new --out.")
     runs = out / "train"

@@ -111,7 +111,7 @@ SHIPPED_WORLDS = Path(__file__).resolve().parent.parent / "assets" / "worlds"  #
 
 
 def shipped_worlds() -> list[str]:
-    """Names of the worlds that ship with genie ('doom', 'breakout'): `--world NAME` opens one."""
+    """Names of the worlds that ship with genie (e.g. 'breakout'): `--world NAME` opens one."""
     return sorted(p.name for p in SHIPPED_WORLDS.glob("*") if (p / "world.json").is_file())
 
 
@@ -205,16 +205,20 @@ def tidy_world(path) -> list[str]:
             return []
         restored = False
         if olds and not path.exists():  # killed between the two renames of a swap: put the old world back
-            with OutputLock(olds[-1]):  # held by a writer that is still swapping: GenieLockedError, skip
-                os.rename(olds[-1], path)
-            restored = True
-            olds, other = _leftovers(path)
-        if path.exists():
-            with OutputLock(path):
-                _remove(olds + other)
-        else:  # no folder, so no writer (it would hold NAME/.lock): what is left is a first write's staging
-            _remove(other)
+            with OutputLock(olds[-1], create=False):  # a writer still swapping holds it: GenieLockedError
+                if not path.exists():
+                    os.rename(olds[-1], path)
+                    restored = True
+        if not path.is_dir():  # a live writer between its renames, or nothing to put back: touch nothing
+            return []
+        with OutputLock(path, create=False):  # never creates the folder; a writer holding it: skip
+            olds, other = _leftovers(path)  # listed again under the lock
+            if not (path / "world.json").exists():
+                olds = []  # the folder is not a world (yet): what was moved aside may be the only copy
+            _remove(olds + other)
     except (GenieError, OSError):
+        return []
+    if not olds and not other and not restored:
         return []
     names = [p.name for p in olds + other]
     said = "put back the world it had moved aside and removed " if restored else "removed "
