@@ -371,3 +371,24 @@ def test_a_kill_during_the_calibration_commit_resumes_calibrated(
     assert sorted(p.name for p in out.iterdir() if p.name.startswith((".ckpt", "ckpt", ".trainer"))) == [
         "ckpt-000002.1"
     ]
+
+
+def test_train_world_commits_its_prompts_with_the_models_and_restores_a_world_moved_aside(
+    small_sprite_data, tmp_path
+):
+    """The prompts are written beside the runs and committed by the world's one swap (the live world is
+    never edited in place); a world a killed swap moved aside is put back by the rerun, not retrained."""
+    from genie.world import read_world
+
+    out = tmp_path / "world"
+    kw = dict(preset_name="tiny", steps=2, context=3, batch_size=2, progress=False)
+    recipes.train_world(small_sprite_data, out, **kw)
+    info, _ = read_world(out)
+    assert info["prompts"] and set(info["parts"]["prompts"]) == set(info["prompts"])
+    parts = json.loads((out / "world.json").read_text())["parts"]
+    trained = (out / "train" / "tokenizer" / "trainer.json").stat().st_mtime_ns
+    os.rename(out, tmp_path / ".world.old-999")  # a kill between the swap's two renames
+    recipes.train_world(small_sprite_data, out, resume=True, **kw)
+    assert json.loads((out / "world.json").read_text())["parts"] == parts
+    assert (out / "train" / "tokenizer" / "trainer.json").stat().st_mtime_ns == trained  # not retrained
+    assert not (tmp_path / ".world.old-999").exists()

@@ -382,9 +382,10 @@ def train_world(
         "data": str(getattr(ds, "root", data)),
         "actions": actions,
     }
-    if (out / "prompts").exists():
-        shutil.rmtree(out / "prompts")
-    info["prompts"] = save_prompts(ds, out / "prompts")
+    staged = runs / "prompts"  # written beside the runs; the world's swap commits them with the models
+    if staged.exists():
+        shutil.rmtree(staged)
+    info["prompts"] = save_prompts(ds, staged)
     if lam is None:  # the world's actions are the game's own
         names = ds.meta.get("action_names") or [str(i) for i in range(int(ds.meta["num_actions"]))]
         identity = list(range(len(names)))
@@ -403,6 +404,7 @@ def train_world(
         lam.cpu() if lam is not None else None,
         info,
         reward=reward.cpu() if reward is not None else None,
+        prompts=staged,
     )
     return {"out": str(out), "info": info}
 

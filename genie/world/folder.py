@@ -244,15 +244,17 @@ def _remove(paths: list[Path]) -> None:
 
 
 def save_world(
-    path, tokenizer, dynamics, lam=None, info: dict | None = None, dtype=None, reward=None
+    path, tokenizer, dynamics, lam=None, info: dict | None = None, dtype=None, reward=None, prompts=None
 ) -> Path:
-    """Write a world folder: one checkpoint per model, its prompts/ (those already in the folder) and
-    world.json, staged beside it and swapped in at once. Holds the folder's lock while writing."""
+    """Write a world folder: one checkpoint per model, its prompts/ (copied from folder `prompts`, default
+    those already in the folder) and world.json, staged beside it and swapped in at once. Holds the
+    folder's lock while writing."""
     models = dict(zip(PARTS, (tokenizer, dynamics, lam, reward)))
     check_play_defaults(info or {}, f"The info for {Path(path) / 'world.json'}")
     tidy_world(path)
     with OutputLock(path):
-        return _write_world(Path(path), models, info or {}, dtype, Path(path) / PROMPTS, _link_or_copy)
+        source = Path(prompts) if prompts is not None else Path(path) / PROMPTS
+        return _write_world(Path(path), models, info or {}, dtype, source, _link_or_copy)
 
 
 def export_world(src, dst, dtype: torch.dtype | None = torch.float16, with_lam: bool = True) -> Path:
