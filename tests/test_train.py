@@ -161,6 +161,10 @@ def test_checkpoint_round_trip_and_mismatches(tmp_path):
     with pytest.raises(ValueError, match="model.safetensors is truncated"):  # its size is in config.json
         load_model(tmp_path / "tok")
     (tmp_path / "tok" / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "files"}))
+    with pytest.raises(ValueError, match="lists no checksum of model.safetensors"):  # format 2 must list them
+        load_model(tmp_path / "tok")
+    old = {**{k: v for k, v in cfg.items() if k != "files"}, "version": 1}
+    (tmp_path / "tok" / "config.json").write_text(json.dumps(old))
     with pytest.raises(ValueError, match="unreadable"):  # a checkpoint of older genie: no checksums
         load_model(tmp_path / "tok")
     (tmp_path / "tok" / "config.json").write_text("{not json")
