@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 
 import pytest
@@ -17,6 +18,24 @@ def small_sprite_data(tmp_path_factory):
     return write_sprite_dataset(
         tmp_path_factory.mktemp("sprites") / "data", episodes=4, length=8, size=16, sprite=4, step=4
     )
+
+
+@pytest.fixture(scope="module")
+def trained_run(small_sprite_data, tmp_path_factory):
+    """A tiny tokenizer run of 2 steps with a checkpoint (the checksum and fault tests corrupt copies)."""
+    from genie.train import recipes
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    kw = dict(preset_name="tiny", steps=2, context=2, batch_size=1, progress=False, save_every=2)
+    recipes.train_tokenizer(small_sprite_data, out, **kw)
+    return out
+
+
+@pytest.fixture
+def run(trained_run, tmp_path):
+    """A fresh copy of trained_run for one test to damage."""
+    shutil.copytree(trained_run, tmp_path / "run")
+    return tmp_path / "run"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -25,19 +25,6 @@ from tokenizer.model import VideoTokenizer
 KW = dict(preset_name="tiny", steps=2, context=2, batch_size=1, progress=False, save_every=2)
 
 
-@pytest.fixture(scope="module")
-def trained_run(small_sprite_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "run"
-    recipes.train_tokenizer(small_sprite_data, out, **KW)
-    return out
-
-
-@pytest.fixture
-def run(trained_run, tmp_path):
-    shutil.copytree(trained_run, tmp_path / "run")
-    return tmp_path / "run"
-
-
 def _flip_byte(path, offset=-1):
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF

@@ -52,19 +52,6 @@ def _mount(path) -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def trained_run(small_sprite_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "run"
-    recipes.train_tokenizer(small_sprite_data, out, **KW)
-    return out
-
-
-@pytest.fixture
-def run(trained_run, tmp_path):
-    shutil.copytree(trained_run, tmp_path / "run")
-    return tmp_path / "run"
-
-
 def _saved_tokenizer(folder) -> Path:
     torch.manual_seed(0)
     return save_model(VideoTokenizer(preset("tokenizer", "tiny", image_size=16, context=2)), folder)
