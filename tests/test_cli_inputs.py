@@ -73,8 +73,8 @@ def test_help_shows_every_default(capsys):
         main(["train", "tokenizer", "--help"])
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "optimizer steps (per model for `world`) (default: 1000)" in text
-    assert "(default: 8)" in text and "(default: 3e-4)" in text
+    assert "default: the preset's, tokenizer/LAM/dynamics/reward: tiny 600/400/700/300 at lr 0.001" in text
+    assert "demo 1000 at lr 0.0003" in text and "(default: 8)" in text
     for parser in _parsers(build_parser()):
         if parser.prog == "genie bench":
             continue  # genie/cli/bench.py's own --device help is not this file's

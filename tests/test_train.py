@@ -212,3 +212,24 @@ def test_train_refuses_to_overwrite_a_run_without_resume(sprite_data, tmp_path):
     recipes.train_tokenizer(sprite_data, tmp_path / "run", **kw)
     with pytest.raises(ValueError, match="--resume"):
         recipes.train_tokenizer(sprite_data, tmp_path / "run", **kw)
+
+
+def test_the_tiny_preset_keeps_its_tokens_per_frame_and_its_defaults_on_64px_data(tmp_path):
+    """tiny is sized for 32x32 (patch 4: an 8x8 token grid). On 64x64 data the tokenizer's patch doubles
+    and the LAM pools 2x, so tokens per frame (and the cost) stay those of 32x32; a resumed run keeps the
+    patch it started with. Where --steps / --lr are not given, the preset's defaults are used."""
+    data = write_sprite_dataset(tmp_path / "big", episodes=4, length=16, size=64, sprite=8, step=8)
+    tok = recipes.train_tokenizer(data, tmp_path / "tok", preset_name="tiny", steps=2, progress=False)
+    assert (tok["model"].cfg.patch, tok["model"].cfg.grid) == (8, 8)
+    assert read_run(tmp_path / "tok")["train"]["lr"] == 1e-3  # tiny's default, not 3e-4
+    lam = recipes.train_lam(data, tmp_path / "lam", preset_name="tiny", steps=2, progress=False)
+    assert (lam["model"].cfg.pool, lam["model"].cfg.grid) == (2, 8)
+    small = write_sprite_dataset(tmp_path / "small", episodes=4, length=12, size=32, sprite=8, step=4)
+    tok32 = recipes.train_tokenizer(small, tmp_path / "tok32", preset_name="tiny", steps=2, progress=False)
+    assert (tok32["model"].cfg.patch, tok32["model"].cfg.grid) == (4, 8)
+    demo = recipes.train_tokenizer(data, tmp_path / "demo", preset_name="demo", steps=1, progress=False)
+    assert demo["model"].cfg.patch == 8  # demo is sized for 64x64 already
+    resumed = recipes.train_tokenizer(
+        data, tmp_path / "tok", preset_name="tiny", steps=3, resume=True, progress=False
+    )
+    assert resumed["model"].cfg.patch == 8 and read_run(tmp_path / "tok")["step"] == 3

@@ -19,6 +19,7 @@ from envs.vector_env import GenieVectorEnv
 from genie.cli import bench, play
 from genie.cli import collect as collect_cli
 from genie.cli.args import Parser, add_sampling_args, check_numbers
+from genie.core.config import describe_train_defaults
 from genie.core.errors import GenieError, GenieValueError
 from genie.data.dataset import check_dataset
 from genie.data.video import write_video
@@ -36,12 +37,18 @@ def _add_train_args(p, with_data: bool = True) -> None:
         p.add_argument("--data", required=True, help="dataset folder (genie collect / genie ingest)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--preset", default="demo", help="model size: tiny, demo or coinrun")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps (per model for `world`)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="optimizer steps (per model for `world`; default: the preset's, tokenizer/LAM/dynamics/reward: "
+        f"{describe_train_defaults()})",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="windows per batch per process (default: 8)")
     p.add_argument(
         "--grad-accum", type=int, default=None, help="micro-batches per optimizer step (default: 1)"
     )
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 3e-4)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's, above)")
     p.add_argument(
         "--context", type=int, default=None, help="frames per training window (default: the preset's)"
     )
@@ -108,9 +115,8 @@ def cmd_train(args) -> int:
             actions=args.actions,
             **common,
         )
-        print(
-            f"trained world ({args.preset}, {args.steps} steps per model) in {time.time() - t0:.1f}s -> {result['out']}"
-        )
+        steps = ", ".join(f"{k} {v}" for k, v in result["info"]["steps_per_model"].items())
+        print(f"trained world ({args.preset}; steps: {steps}) in {time.time() - t0:.1f}s -> {result['out']}")
         return 0
     if summary.get("is_main", True):
         print(_summary_line(summary))
@@ -331,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
                     f"--{stage}-steps",
                     type=int,
                     default=None,
-                    help=f"steps for the {stage} (default --steps)",
+                    help=f"steps for the {stage} (default: --steps, else the preset's)",
                 )
         if name == "dynamics":
             q.add_argument("--tokenizer", required=True, help="tokenizer checkpoint or run folder")

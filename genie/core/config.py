@@ -115,6 +115,36 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
 }
 
+# What `genie train` runs for a preset when --steps / --lr are not given: optimizer steps per model and
+# the peak learning rate. `tiny` is sized so a whole world trains in about ten minutes on a 2-core CPU
+# (docs/RESULTS.md, "Ten minutes to a world"); the larger presets keep the original 1000 steps at 3e-4.
+STAGES = ("tokenizer", "lam", "dynamics", "reward")
+TRAIN_DEFAULTS: dict[str, dict] = {
+    "tiny": dict(lr=1e-3, steps=dict(tokenizer=600, lam=400, dynamics=700, reward=300)),
+    "demo": dict(lr=3e-4, steps=dict.fromkeys(STAGES, 1000)),
+    "coinrun": dict(lr=3e-4, steps=dict.fromkeys(STAGES, 1000)),
+}
+
+
+def default_steps(preset_name: str, kind: str) -> int:
+    return TRAIN_DEFAULTS.get(preset_name, TRAIN_DEFAULTS["demo"])["steps"][kind]
+
+
+def default_lr(preset_name: str) -> float:
+    return TRAIN_DEFAULTS.get(preset_name, TRAIN_DEFAULTS["demo"])["lr"]
+
+
+def describe_train_defaults() -> str:
+    """One line for --help: each preset's default steps per model and learning rate."""
+    parts = []
+    for name, d in TRAIN_DEFAULTS.items():
+        steps = d["steps"]
+        same = len(set(steps.values())) == 1
+        what = f"{steps['tokenizer']}" if same else "/".join(str(steps[k]) for k in STAGES)
+        parts.append(f"{name} {what} at lr {d['lr']:g}")
+    return "; ".join(parts)
+
+
 CONFIG_CLASSES = {
     "tokenizer": TokenizerConfig,
     "lam": LAMConfig,

@@ -26,11 +26,18 @@ from dynamics.lam import LatentActionModel
 from dynamics.model import DynamicsModel
 from dynamics.reward import RewardModel
 from genie.checkpoint import load_model, read_config, read_run, save_model
-from genie.core.config import PRESETS, dynamics_preset, preset
+from genie.core.config import PRESETS, STAGES, default_lr, default_steps, dynamics_preset, preset
 from genie.core.errors import GenieValueError
 from genie.core.frames import to_float
 from genie.core.io import OutputLock, writing
 from genie.data import VideoDataset, WindowDataset
+from genie.train.encoders import (
+    FrozenEncoders,
+    as_model,
+    calibration_batches,
+    recorded_action_codes,
+    recorded_num_actions,
+)
 from genie.train.loop import TrainConfig, train
 from genie.train.metrics import fit_action_mapping
 from genie.world import save_world
@@ -53,6 +60,13 @@ def _check_size(ds: VideoDataset, image_size: int, patch: int, what: str) -> Non
         )
 
 
+def _scale(kind: str, preset_name: str, size: int) -> int:
+    """How many times the preset's native frame size fits `size` (1 unless an integer multiple above
+    it): a preset sized for 32x32 frames keeps its tokens per frame, and its cost, on 64x64 data."""
+    native = PRESETS[kind].get(preset_name, {}).get("image_size")
+    return size // native if native and size > native and size % native == 0 else 1
+
+
 def _train_config(steps: int, **kw) -> TrainConfig:
     kw = {k: v for k, v in kw.items() if v is not None}
     if "save_every" in kw:  # steps between checkpoints (--save-every); TrainConfig.ckpt_every, 500 by default
@@ -73,10 +87,24 @@ def _data_meta(ds: VideoDataset, data) -> dict:
 
 
 def _fit(
-    make_model, ds, data, T: int, steps: int, out, resume: bool, progress: bool, batch_fn=None, **train_kw
+    make_model,
+    ds,
+    data,
+    T: int,
+    steps,
+    out,
+    resume: bool,
+    progress: bool,
+    batch_fn=None,
+    *,
+    defaults,
+    **train_kw,
 ):
-    """The tail every recipe shares: T-frame windows of the train split, a seeded model, the one loop."""
+    """The tail every recipe shares: T-frame windows of the train split, a seeded model, the one loop.
+    `defaults` (preset, kind) name the steps and learning rate used where `steps` / `lr` are None."""
     windows = WindowDataset(ds, T, "train")
+    steps = steps or default_steps(*defaults)
+    train_kw["lr"] = train_kw.get("lr") or default_lr(defaults[0])
     train_cfg = _train_config(steps, **train_kw)  # seeds torch before the model is built
     model = make_model()
     summary = train(
@@ -90,23 +118,38 @@ def train_tokenizer(
     data,
     out,
     preset_name: str = "demo",
-    steps: int = 1000,
+    steps: int | None = None,
     resume: bool = False,
     context: int | None = None,
     progress: bool = True,
     **train_kw,
 ) -> dict:
     ds = _open_data(data)
-    cfg = preset("tokenizer", preset_name, image_size=ds.frame_shape[0], context=context)
+    size, scale = ds.frame_shape[0], _scale("tokenizer", preset_name, ds.frame_shape[0])
+    patch = PRESETS["tokenizer"].get(preset_name, {}).get("patch", 1) * scale  # tokens per frame kept
+    if resume and (Path(out) / "trainer.json").exists():  # a run keeps the patch it started with
+        patch = read_config(out)["config"]["patch"]
+    cfg = preset("tokenizer", preset_name, image_size=size, patch=patch, context=context)
     _check_size(ds, cfg.image_size, cfg.patch, "tokenizer")
-    return _fit(lambda: VideoTokenizer(cfg), ds, data, cfg.context, steps, out, resume, progress, **train_kw)
+    return _fit(
+        lambda: VideoTokenizer(cfg),
+        ds,
+        data,
+        cfg.context,
+        steps,
+        out,
+        resume,
+        progress,
+        defaults=(preset_name, "tokenizer"),
+        **train_kw,
+    )
 
 
 def train_lam(
     data,
     out,
     preset_name: str = "demo",
-    steps: int = 1000,
+    steps: int | None = None,
     resume: bool = False,
     context: int | None = None,
     num_actions: int | None = None,
@@ -114,17 +157,26 @@ def train_lam(
     **train_kw,
 ) -> dict:
     ds = _open_data(data)
-    size, native = ds.frame_shape[0], PRESETS["lam"].get(preset_name, {}).get("image_size")
-    pool = size // native if native and size > native and size % native == 0 else 1  # a 32x32 preset on 64x64
+    size = ds.frame_shape[0]
+    pool = _scale("lam", preset_name, size)  # a 32x32 preset reads 64x64 frames pooled to 32x32
     if resume and (Path(out) / "trainer.json").exists():  # a run keeps the pool it started with
         pool = read_config(out)["config"].get("pool", 1)
     cfg = preset("lam", preset_name, image_size=size, pool=pool, context=context, num_actions=num_actions)
     _check_size(ds, cfg.image_size // cfg.pool, cfg.patch, "LAM")
     summary = _fit(
-        lambda: LatentActionModel(cfg), ds, data, cfg.context, steps, out, resume, progress, **train_kw
+        lambda: LatentActionModel(cfg),
+        ds,
+        data,
+        cfg.context,
+        steps,
+        out,
+        resume,
+        progress,
+        defaults=(preset_name, "lam"),
+        **train_kw,
     )
     lam = summary["model"]
-    lam.calibrate(_calibration_batches(ds, cfg.context))
+    lam.calibrate(calibration_batches(ds, cfg.context))
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
         with OutputLock(out):  # the re-commit writes the run folder as train() does: one writer at a time
@@ -133,69 +185,13 @@ def train_lam(
     return summary
 
 
-def _calibration_batches(ds: VideoDataset, T: int, count: int = 256, batch: int = 32):
-    """Up to `count` train windows spread evenly over the split, `batch` at a time (uint8 frames)."""
-    windows = WindowDataset(ds, T, "train")
-    picks = np.unique(np.linspace(0, len(windows) - 1, min(count, len(windows))).round().astype(int))
-    for i in range(0, len(picks), batch):
-        yield torch.from_numpy(np.stack([windows[int(j)]["frames"] for j in picks[i : i + batch]]))
-
-
-class FrozenEncoders:
-    """batch_fn: frames -> tokens (frozen tokenizer) and, with a LAM, latent actions (frozen LAM)."""
-
-    def __init__(self, tokenizer, lam=None):
-        self.tokenizer, self.lam = tokenizer.eval(), lam.eval() if lam is not None else None
-        for p in list(tokenizer.parameters()) + (list(lam.parameters()) if lam is not None else []):
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def __call__(self, batch: dict) -> dict:
-        frames = batch["frames"]
-        if next(self.tokenizer.parameters()).device != frames.device:
-            self.tokenizer.to(frames.device)
-            if self.lam is not None:
-                self.lam.to(frames.device)
-        with torch.autocast(frames.device.type, enabled=False):
-            batch["tokens"] = self.tokenizer.encode(frames).flatten(2)
-            if self.lam is not None:
-                batch["latent_actions"] = self.lam.infer_actions(frames)
-            else:  # a world conditioned on the recorded actions (`actions="recorded"`)
-                batch["latent_actions"] = batch["actions"]
-        return batch
-
-
-def _as_model(m, kind):
-    return m if isinstance(m, torch.nn.Module) else load_model(m, kind)
-
-
-def _recorded_num_actions(ds: VideoDataset, data) -> int:
-    """Number of actions the data recorded, or one clear error when it recorded none."""
-    if not ds.has_actions or not ds.meta.get("num_actions"):
-        raise GenieValueError(
-            f"{getattr(ds, 'root', data)} recorded no actions: use actions='latent' (--actions latent), "
-            "where a LAM learns them from the video."
-        )
-    return int(ds.meta["num_actions"])
-
-
-def recorded_action_codes(num_actions: int, dim: int, seed: int = 0) -> torch.Tensor:
-    """(A, C) fixed orthonormal vectors, one per recorded action (the dynamics' frozen action codebook
-    when a world is conditioned on the data's own actions instead of a LAM's)."""
-    if num_actions > dim:
-        raise GenieValueError(f"{num_actions} recorded actions need an action code dim >= {num_actions}.")
-    g = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(dim, num_actions, generator=g))
-    return q.T.contiguous()
-
-
 def train_dynamics(
     data,
     tokenizer,
     lam,
     out,
     preset_name: str = "demo",
-    steps: int = 1000,
+    steps: int | None = None,
     resume: bool = False,
     context: int | None = None,
     action_mode: str | None = None,
@@ -204,8 +200,8 @@ def train_dynamics(
 ) -> dict:
     """`lam=None`: condition on the actions the data recorded (`genie collect`) instead of latent ones."""
     ds = _open_data(data)
-    tokenizer = _as_model(tokenizer, "tokenizer")
-    lam = _as_model(lam, "lam") if lam is not None else None
+    tokenizer = as_model(tokenizer, "tokenizer")
+    lam = as_model(lam, "lam") if lam is not None else None
     sizes = {m.kind: m.cfg.image_size for m in (tokenizer, lam) if m is not None}
     if any(size != ds.frame_shape[0] for size in sizes.values()):
         raise GenieValueError(
@@ -213,7 +209,7 @@ def train_dynamics(
             "them on this data first."
         )
     if lam is None:
-        action_cfg = replace(preset("lam", preset_name), num_actions=_recorded_num_actions(ds, data))
+        action_cfg = replace(preset("lam", preset_name), num_actions=recorded_num_actions(ds, data))
         codes = recorded_action_codes(action_cfg.num_actions, action_cfg.code_dim)
     else:
         action_cfg, codes = lam.cfg, lam.action_vectors()
@@ -234,6 +230,7 @@ def train_dynamics(
         resume,
         progress,
         batch_fn=FrozenEncoders(tokenizer, lam),
+        defaults=(preset_name, "dynamics"),
         **train_kw,
     )
 
@@ -243,7 +240,7 @@ def train_reward(
     tokenizer,
     out,
     preset_name: str = "demo",
-    steps: int = 1000,
+    steps: int | None = None,
     resume: bool = False,
     progress: bool = True,
     **train_kw,
@@ -254,7 +251,7 @@ def train_reward(
         raise GenieValueError(
             f"{getattr(ds, 'root', data)} has no recorded rewards: record a Gymnasium env with `genie collect`."
         )
-    tokenizer = _as_model(tokenizer, "tokenizer")
+    tokenizer = as_model(tokenizer, "tokenizer")
     cfg = preset("reward", preset_name, grid=tokenizer.cfg.grid, vocab_size=tokenizer.cfg.codebook_size)
     return _fit(
         lambda: RewardModel(cfg),
@@ -266,6 +263,7 @@ def train_reward(
         resume,
         progress,
         batch_fn=FrozenEncoders(tokenizer),
+        defaults=(preset_name, "reward"),
         **train_kw,
     )
 
@@ -304,7 +302,7 @@ def train_world(
     data,
     out,
     preset_name: str = "demo",
-    steps: int = 1000,
+    steps: int | None = None,
     resume: bool = False,
     context: int | None = None,
     action_mode: str | None = None,
@@ -320,10 +318,10 @@ def train_world(
     if actions not in ("latent", "recorded"):
         raise GenieValueError(f"Unknown actions {actions!r}: use 'latent' or 'recorded'.")
     stage_steps = {k: v for k, v in (stage_steps or {}).items() if v}
-    steps_of = {k: stage_steps.get(k, steps) for k in ("tokenizer", "lam", "dynamics", "reward")}
+    steps_of = {k: stage_steps.get(k) or steps or default_steps(preset_name, k) for k in STAGES}
     ds = _open_data(data)
     if actions == "recorded":
-        _recorded_num_actions(ds, data)  # before hours of tokenizer training, not after
+        recorded_num_actions(ds, data)  # before hours of tokenizer training, not after
     out = Path(out)
     tidy_world(out)  # a kill mid-swap moved the world aside: put it back before anything writes here
     if (out / "world.json").exists() and not resume:
@@ -376,7 +374,9 @@ def train_world(
         "fit": ds.meta.get("fit", "crop"),
         "real_num_actions": ds.meta.get("num_actions"),
         "preset": preset_name,
-        "steps_per_model": {k: v for k, v in steps_of.items() if lam is not None or k != "lam"},
+        "steps_per_model": {
+            k: v for k, v in steps_of.items() if {"lam": lam, "reward": reward}.get(k, True) is not None
+        },
         "maskgit_steps": dyn.cfg.maskgit_steps,
         "temperature": dyn.cfg.temperature,
         "data": str(getattr(ds, "root", data)),
