@@ -233,3 +233,7 @@ def test_the_tiny_preset_keeps_its_tokens_per_frame_and_its_defaults_on_64px_dat
         data, tmp_path / "tok", preset_name="tiny", steps=3, resume=True, progress=False
     )
     assert resumed["model"].cfg.patch == 8 and read_run(tmp_path / "tok")["step"] == 3
+    # A run started at another rate (an older genie's default) resumes at that rate.
+    recipes.train_tokenizer(small, tmp_path / "old", preset_name="tiny", steps=2, lr=3e-4, progress=False)
+    recipes.train_tokenizer(small, tmp_path / "old", preset_name="tiny", steps=3, resume=True, progress=False)
+    assert read_run(tmp_path / "old")["train"]["lr"] == 3e-4

@@ -103,8 +103,12 @@ def _fit(
     """The tail every recipe shares: T-frame windows of the train split, a seeded model, the one loop.
     `defaults` (preset, kind) name the steps and learning rate used where `steps` / `lr` are None."""
     windows = WindowDataset(ds, T, "train")
-    steps = steps or default_steps(*defaults)
-    train_kw["lr"] = train_kw.get("lr") or default_lr(defaults[0])
+    started = (
+        read_run(out) if resume else None
+    )  # a resumed run keeps what it started with (older defaults too)
+    steps = steps or (started["train"]["steps"] if started else default_steps(*defaults))
+    if train_kw.get("lr") is None:
+        train_kw["lr"] = started["train"]["lr"] if started else default_lr(defaults[0])
     train_cfg = _train_config(steps, **train_kw)  # seeds torch before the model is built
     model = make_model()
     summary = train(
