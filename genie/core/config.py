@@ -1,6 +1,8 @@
 """Model configs as dataclasses with named size presets, saved as JSON beside safetensors weights.
 
-Presets: `tiny` (tests, seconds on a CPU), `demo` (sized to play on a 2-core CPU), `coinrun` (the Genie
+Presets: `tiny` (tests; sized for 32x32 frames, and a whole world in about ten minutes on a 2-core CPU:
+on 64x64 data the recipes scale the tokenizer patch and pool the LAM's frames, genie.train.recipes),
+`demo` (sized to play on a 2-core CPU), `coinrun` (the Genie
 paper's appendix F CoinRun case study: 8 blocks d 512 for tokenizer/LAM, 12 blocks d 512 for dynamics).
 """
 
