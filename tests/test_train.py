@@ -41,7 +41,7 @@ def _weights(model):
 
 
 def test_resume_equals_an_uninterrupted_run(sprite_data, tmp_path):
-    kw = dict(preset_name="tiny", steps=8, context=4, batch_size=2, progress=False, ckpt_every=100)
+    kw = dict(preset_name="tiny", steps=8, context=4, batch_size=2, lr=1e-3, progress=False, ckpt_every=100)
     torch.manual_seed(0)
     full = recipes.train_tokenizer(sprite_data, tmp_path / "full", **kw)["model"]
     torch.manual_seed(0)
@@ -51,7 +51,7 @@ def test_resume_equals_an_uninterrupted_run(sprite_data, tmp_path):
     from tokenizer.model import VideoTokenizer
 
     # Interrupted at step 3, then resumed from disk in a fresh model object.
-    cfg = recipes._train_config(8, batch_size=2, ckpt_every=100)
+    cfg = recipes._train_config(8, batch_size=2, lr=1e-3, ckpt_every=100)
     windows = WindowDataset(sprite_data, 4, "train")
     torch.manual_seed(0)
     first = VideoTokenizer(preset("tokenizer", "tiny", image_size=32, context=4))

@@ -27,7 +27,7 @@ from dynamics.model import DynamicsModel
 from dynamics.reward import RewardModel
 from genie.checkpoint import load_model, read_config, read_run, save_model
 from genie.core.config import PRESETS, STAGES, default_lr, default_steps, dynamics_preset, preset
-from genie.core.errors import GenieValueError
+from genie.core.errors import GenieError, GenieValueError
 from genie.core.frames import to_float
 from genie.core.io import OutputLock, writing
 from genie.data import VideoDataset, WindowDataset
@@ -67,6 +67,17 @@ def _scale(kind: str, preset_name: str, size: int) -> int:
     return size // native if native and size > native and size % native == 0 else 1
 
 
+def _resumed(out, resume: bool, field: str, default, missing):
+    """`field` of the model config a resumed run was built with (`missing` when that config predates
+    the field), else `default`. An unreadable run gives `default`: the loop then names what is wrong."""
+    if not (resume and (Path(out) / "trainer.json").exists()):
+        return default
+    try:
+        return read_config(out)["config"].get(field, missing)
+    except GenieError:
+        return default
+
+
 def _train_config(steps: int, **kw) -> TrainConfig:
     kw = {k: v for k, v in kw.items() if v is not None}
     if "save_every" in kw:  # steps between checkpoints (--save-every); TrainConfig.ckpt_every, 500 by default
@@ -103,12 +114,11 @@ def _fit(
     """The tail every recipe shares: T-frame windows of the train split, a seeded model, the one loop.
     `defaults` (preset, kind) name the steps and learning rate used where `steps` / `lr` are None."""
     windows = WindowDataset(ds, T, "train")
-    started = (
-        read_run(out) if resume else None
-    )  # a resumed run keeps what it started with (older defaults too)
-    steps = steps or (started["train"]["steps"] if started else default_steps(*defaults))
+    # A resumed run keeps the steps and rate it started with (an older genie's defaults too).
+    started = ((read_run(out) if resume else None) or {}).get("train", {})
+    steps = steps or started.get("steps") or default_steps(*defaults)
     if train_kw.get("lr") is None:
-        train_kw["lr"] = started["train"]["lr"] if started else default_lr(defaults[0])
+        train_kw["lr"] = started.get("lr") or default_lr(defaults[0])
     train_cfg = _train_config(steps, **train_kw)  # seeds torch before the model is built
     model = make_model()
     summary = train(
@@ -131,8 +141,7 @@ def train_tokenizer(
     ds = _open_data(data)
     size, scale = ds.frame_shape[0], _scale("tokenizer", preset_name, ds.frame_shape[0])
     patch = PRESETS["tokenizer"].get(preset_name, {}).get("patch", 1) * scale  # tokens per frame kept
-    if resume and (Path(out) / "trainer.json").exists():  # a run keeps the patch it started with
-        patch = read_config(out)["config"]["patch"]
+    patch = _resumed(out, resume, "patch", patch, missing=patch)  # a run keeps the patch it started with
     cfg = preset("tokenizer", preset_name, image_size=size, patch=patch, context=context)
     _check_size(ds, cfg.image_size, cfg.patch, "tokenizer")
     return _fit(
@@ -163,8 +172,7 @@ def train_lam(
     ds = _open_data(data)
     size = ds.frame_shape[0]
     pool = _scale("lam", preset_name, size)  # a 32x32 preset reads 64x64 frames pooled to 32x32
-    if resume and (Path(out) / "trainer.json").exists():  # a run keeps the pool it started with
-        pool = read_config(out)["config"].get("pool", 1)
+    pool = _resumed(out, resume, "pool", pool, missing=1)  # a run keeps its pool (older genie: none)
     cfg = preset("lam", preset_name, image_size=size, pool=pool, context=context, num_actions=num_actions)
     _check_size(ds, cfg.image_size // cfg.pool, cfg.patch, "LAM")
     summary = _fit(
