@@ -237,3 +237,15 @@ def test_the_tiny_preset_keeps_its_tokens_per_frame_and_its_defaults_on_64px_dat
     recipes.train_tokenizer(small, tmp_path / "old", preset_name="tiny", steps=2, lr=3e-4, progress=False)
     recipes.train_tokenizer(small, tmp_path / "old", preset_name="tiny", steps=3, resume=True, progress=False)
     assert read_run(tmp_path / "old")["train"]["lr"] == 3e-4
+
+
+def test_a_resumed_world_keeps_the_steps_its_models_started_with(sprite_data, tmp_path):
+    """`train world --resume` without --steps finishes each model at the steps it started with (here 2),
+    not at the preset's default (tiny: 600 and more): finished stages are skipped, not trained on."""
+    kw = dict(preset_name="tiny", context=3, batch_size=2, progress=False)
+    recipes.train_world(sprite_data, tmp_path / "world", steps=2, **kw)
+    runs = tmp_path / "world" / "train"
+    before = {k: (runs / k / "trainer.json").stat().st_mtime_ns for k in ("tokenizer", "lam", "dynamics")}
+    result = recipes.train_world(sprite_data, tmp_path / "world", resume=True, **kw)
+    assert result["info"]["steps_per_model"] == {"tokenizer": 2, "lam": 2, "dynamics": 2}
+    assert {k: (runs / k / "trainer.json").stat().st_mtime_ns for k in before} == before

@@ -31,13 +31,7 @@ from genie.core.errors import GenieError, GenieValueError
 from genie.core.frames import to_float
 from genie.core.io import OutputLock, writing
 from genie.data import VideoDataset, WindowDataset
-from genie.train.encoders import (
-    FrozenEncoders,
-    as_model,
-    calibration_batches,
-    recorded_action_codes,
-    recorded_num_actions,
-)
+from genie.train import encoders
 from genie.train.loop import TrainConfig, train
 from genie.train.metrics import fit_action_mapping
 from genie.world import save_world
@@ -78,6 +72,19 @@ def _resumed(out, resume: bool, field: str, default, missing):
         return default
 
 
+def _started(out, resume: bool) -> dict:
+    """The train config a resumed run started with ({} for a new run): where --steps / --lr are not
+    given it keeps them (an older genie's defaults too), not the preset's current ones."""
+    return ((read_run(out) if resume else None) or {}).get("train", {})
+
+
+def _defaults(out, resume: bool, preset_name: str, kind: str, steps, train_kw: dict) -> tuple[int, dict]:
+    """Steps and train options where --steps / --lr are not given: a resumed run's own, else the preset's."""
+    started = _started(out, resume)
+    lr = train_kw.get("lr") or started.get("lr") or default_lr(preset_name)
+    return steps or started.get("steps") or default_steps(preset_name, kind), {**train_kw, "lr": lr}
+
+
 def _train_config(steps: int, **kw) -> TrainConfig:
     kw = {k: v for k, v in kw.items() if v is not None}
     if "save_every" in kw:  # steps between checkpoints (--save-every); TrainConfig.ckpt_every, 500 by default
@@ -98,27 +105,10 @@ def _data_meta(ds: VideoDataset, data) -> dict:
 
 
 def _fit(
-    make_model,
-    ds,
-    data,
-    T: int,
-    steps,
-    out,
-    resume: bool,
-    progress: bool,
-    batch_fn=None,
-    *,
-    defaults,
-    **train_kw,
+    make_model, ds, data, T: int, steps: int, out, resume: bool, progress: bool, batch_fn=None, **train_kw
 ):
-    """The tail every recipe shares: T-frame windows of the train split, a seeded model, the one loop.
-    `defaults` (preset, kind) name the steps and learning rate used where `steps` / `lr` are None."""
+    """The tail every recipe shares: T-frame windows of the train split, a seeded model, the one loop."""
     windows = WindowDataset(ds, T, "train")
-    # A resumed run keeps the steps and rate it started with (an older genie's defaults too).
-    started = ((read_run(out) if resume else None) or {}).get("train", {})
-    steps = steps or started.get("steps") or default_steps(*defaults)
-    if train_kw.get("lr") is None:
-        train_kw["lr"] = started.get("lr") or default_lr(defaults[0])
     train_cfg = _train_config(steps, **train_kw)  # seeds torch before the model is built
     model = make_model()
     summary = train(
@@ -144,18 +134,8 @@ def train_tokenizer(
     patch = _resumed(out, resume, "patch", patch, missing=patch)  # a run keeps the patch it started with
     cfg = preset("tokenizer", preset_name, image_size=size, patch=patch, context=context)
     _check_size(ds, cfg.image_size, cfg.patch, "tokenizer")
-    return _fit(
-        lambda: VideoTokenizer(cfg),
-        ds,
-        data,
-        cfg.context,
-        steps,
-        out,
-        resume,
-        progress,
-        defaults=(preset_name, "tokenizer"),
-        **train_kw,
-    )
+    steps, train_kw = _defaults(out, resume, preset_name, "tokenizer", steps, train_kw)
+    return _fit(lambda: VideoTokenizer(cfg), ds, data, cfg.context, steps, out, resume, progress, **train_kw)
 
 
 def train_lam(
@@ -175,20 +155,12 @@ def train_lam(
     pool = _resumed(out, resume, "pool", pool, missing=1)  # a run keeps its pool (older genie: none)
     cfg = preset("lam", preset_name, image_size=size, pool=pool, context=context, num_actions=num_actions)
     _check_size(ds, cfg.image_size // cfg.pool, cfg.patch, "LAM")
+    steps, train_kw = _defaults(out, resume, preset_name, "lam", steps, train_kw)
     summary = _fit(
-        lambda: LatentActionModel(cfg),
-        ds,
-        data,
-        cfg.context,
-        steps,
-        out,
-        resume,
-        progress,
-        defaults=(preset_name, "lam"),
-        **train_kw,
+        lambda: LatentActionModel(cfg), ds, data, cfg.context, steps, out, resume, progress, **train_kw
     )
     lam = summary["model"]
-    lam.calibrate(calibration_batches(ds, cfg.context))
+    lam.calibrate(encoders.calibration_batches(ds, cfg.context))
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
         with OutputLock(out):  # the re-commit writes the run folder as train() does: one writer at a time
@@ -212,8 +184,8 @@ def train_dynamics(
 ) -> dict:
     """`lam=None`: condition on the actions the data recorded (`genie collect`) instead of latent ones."""
     ds = _open_data(data)
-    tokenizer = as_model(tokenizer, "tokenizer")
-    lam = as_model(lam, "lam") if lam is not None else None
+    tokenizer = encoders.as_model(tokenizer, "tokenizer")
+    lam = encoders.as_model(lam, "lam") if lam is not None else None
     sizes = {m.kind: m.cfg.image_size for m in (tokenizer, lam) if m is not None}
     if any(size != ds.frame_shape[0] for size in sizes.values()):
         raise GenieValueError(
@@ -221,8 +193,8 @@ def train_dynamics(
             "them on this data first."
         )
     if lam is None:
-        action_cfg = replace(preset("lam", preset_name), num_actions=recorded_num_actions(ds, data))
-        codes = recorded_action_codes(action_cfg.num_actions, action_cfg.code_dim)
+        action_cfg = replace(preset("lam", preset_name), num_actions=encoders.recorded_num_actions(ds, data))
+        codes = encoders.recorded_action_codes(action_cfg.num_actions, action_cfg.code_dim)
     else:
         action_cfg, codes = lam.cfg, lam.action_vectors()
     cfg = dynamics_preset(preset_name, tokenizer.cfg, action_cfg, context=context, action_mode=action_mode)
@@ -232,6 +204,7 @@ def train_dynamics(
         model.set_action_codes(codes)
         return model
 
+    steps, train_kw = _defaults(out, resume, preset_name, "dynamics", steps, train_kw)
     return _fit(
         make_model,
         ds,
@@ -241,8 +214,7 @@ def train_dynamics(
         out,
         resume,
         progress,
-        batch_fn=FrozenEncoders(tokenizer, lam),
-        defaults=(preset_name, "dynamics"),
+        batch_fn=encoders.FrozenEncoders(tokenizer, lam),
         **train_kw,
     )
 
@@ -263,8 +235,9 @@ def train_reward(
         raise GenieValueError(
             f"{getattr(ds, 'root', data)} has no recorded rewards: record a Gymnasium env with `genie collect`."
         )
-    tokenizer = as_model(tokenizer, "tokenizer")
+    tokenizer = encoders.as_model(tokenizer, "tokenizer")
     cfg = preset("reward", preset_name, grid=tokenizer.cfg.grid, vocab_size=tokenizer.cfg.codebook_size)
+    steps, train_kw = _defaults(out, resume, preset_name, "reward", steps, train_kw)
     return _fit(
         lambda: RewardModel(cfg),
         ds,
@@ -274,8 +247,7 @@ def train_reward(
         out,
         resume,
         progress,
-        batch_fn=FrozenEncoders(tokenizer),
-        defaults=(preset_name, "reward"),
+        batch_fn=encoders.FrozenEncoders(tokenizer),
         **train_kw,
     )
 
@@ -330,15 +302,21 @@ def train_world(
     if actions not in ("latent", "recorded"):
         raise GenieValueError(f"Unknown actions {actions!r}: use 'latent' or 'recorded'.")
     stage_steps = {k: v for k, v in (stage_steps or {}).items() if v}
-    steps_of = {k: stage_steps.get(k) or steps or default_steps(preset_name, k) for k in STAGES}
     ds = _open_data(data)
     if actions == "recorded":
-        recorded_num_actions(ds, data)  # before hours of tokenizer training, not after
+        encoders.recorded_num_actions(ds, data)  # before hours of tokenizer training, not after
     out = Path(out)
     tidy_world(out)  # a kill mid-swap moved the world aside: put it back before anything writes here
     if (out / "world.json").exists() and not resume:
         raise GenieValueError(f"{out} already holds a world: pass --resume to continue, or pick a new --out.")
     runs = out / "train"
+    steps_of = {
+        k: stage_steps.get(k)
+        or steps
+        or _started(runs / k, resume).get("steps")
+        or default_steps(preset_name, k)
+        for k in STAGES
+    }
     common = dict(preset_name=preset_name, context=context, progress=progress, **train_kw)
     tok = _stage(
         train_tokenizer, runs / "tokenizer", steps_of["tokenizer"], resume, "tokenizer", data=ds, **common
