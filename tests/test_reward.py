@@ -83,3 +83,21 @@ def _dynamics_for(tok, base):
     dyn = DynamicsModel(dynamics_preset("tiny", tok.cfg, base.lam.cfg))
     dyn.set_action_codes(base.lam.action_vectors())
     return dyn
+
+
+def test_eval_reports_termination_precision_and_recall_on_held_out_transitions(trained, tmp_path):
+    from genie.train.evaluate import evaluate_termination
+
+    data, tok, reward = trained
+    base = World.load(random_world(tmp_path / "base", "tiny"))
+    world = World.load(save_world(tmp_path / "w", tok, _dynamics_for(tok, base), None, {}, reward=reward))
+    ds = VideoDataset(data)
+    ends = sum(int(np.sum(ds.episode(e)["terminated"])) for e in ds.split_episodes("val"))
+    result = evaluate_termination(world, data)
+    assert result["split"] == "val" and result["true_ends"] == ends > 0  # every real end is scored
+    assert result["recall"] >= 0.8 and result["precision"] >= 0.8, result
+    # A head that always says "ended" has recall 1 and precision at the data's end rate: the figure can fail.
+    world.reward_model.head.bias.data[1] = 1e4
+    always = evaluate_termination(world, data)
+    assert always["recall"] == 1.0 and always["precision"] < 0.5, always
+    assert evaluate_termination(World.load(random_world(tmp_path / "none", "tiny")), data) is None

@@ -1,6 +1,7 @@
 """`genie bench`: speed of a world on the current device. Single-stream frames/s with and without the
 temporal KV cache (same model, same run), batched env-steps/s of GenieVectorEnv.step_tensor for
-N = 1, 4, 16, ..., and dynamics training frames/s.
+N = 1, 4, 16, ..., dynamics training frames/s, and PPO env-steps/s in imagination (genie/rl/ppo.py on
+--ppo-envs envs: rollout, policy forward and update, what an RL run pays per step).
 
     genie bench --preset tiny                      # an untrained world of a preset (speed only)
     genie bench --world worlds/breakout --sizes 1,64,1024 --json
@@ -40,6 +41,8 @@ import torch
 from dynamics.model import DynamicsModel
 from envs.vector_env import GenieVectorEnv
 from genie.cli import peak
+from genie.core.errors import GenieValueError
+from genie.rl import ppo
 from genie.world import World, random_world
 
 
@@ -183,6 +186,29 @@ def batched(world: World, prompt, sizes, steps: int, budget: float, maskgit_step
     return rows
 
 
+def ppo_phase(
+    world: World, prompt, num_envs: int, maskgit_steps, updates: int = 2, num_steps: int = 8
+) -> dict:
+    """Env-steps/s of `updates` PPO updates (ppo.train: rollouts of num_steps, the policy's forward, the
+    4 x 4 minibatch update) on a GenieVectorEnv of `num_envs` of the world; the World's own reset and
+    the Agent's construction are inside the timing, as in a run."""
+    env = GenieVectorEnv(num_envs=num_envs, world=world, prompt=prompt, maskgit_steps=maskgit_steps)
+    args = ppo.Args(total_steps=updates * num_envs * num_steps, num_envs=num_envs, num_steps=num_steps)
+    sync(world.device)
+    t0 = time.perf_counter()
+    summary = ppo.train(env, args, progress=False)
+    sync(world.device)
+    dt = time.perf_counter() - t0
+    return {
+        "num_envs": num_envs,
+        "num_steps": num_steps,
+        "updates": updates,
+        "steps": summary["steps"],
+        "env_steps_per_s": summary["steps"] / dt,
+        "seconds": dt,
+    }
+
+
 def utilization_rows(single, batch, train, flops_per_frame, peak_gflops, compiled: bool) -> list[dict]:
     """The fraction-of-peak rows, in table order; each source row also gets its gflops and
     fraction_of_peak fields."""
@@ -214,6 +240,12 @@ def add_arguments(p) -> None:
     p.add_argument("--sizes", default="1,4,16,64,256,1024", help="batch sizes (num_envs)")
     p.add_argument("--budget", type=float, default=120.0, help="seconds per phase (single stream, batched)")
     p.add_argument("--train-batch", type=int, default=8, help="windows per dynamics training step")
+    p.add_argument(
+        "--ppo-envs",
+        type=int,
+        default=16,
+        help="envs of the PPO phase (2 updates of 8 steps, genie/rl/ppo.py); 0 skips it (default: 16)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument(
         "--compile",
@@ -246,6 +278,10 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    if args.ppo_envs < 0:
+        raise GenieValueError(
+            f"--ppo-envs must be an integer >= 0 (0 skips the PPO phase), got {args.ppo_envs}."
+        )
     tmp = tempfile.TemporaryDirectory()
     path = args.world if args.world else random_world(Path(tmp.name) / "world", args.preset)
     world = World.load(path, device=args.device, compile=args.compile)
@@ -287,6 +323,13 @@ def _run(args) -> int:
         f"  dynamics training: {train['frames_per_s']:.1f} frames/s (batch {train['batch_size']} x {train['context']})"
     )
 
+    rl = ppo_phase(world, prompt, args.ppo_envs, args.maskgit_steps) if args.ppo_envs else None
+    if rl:
+        log(
+            f"  ppo, {rl['num_envs']} envs: {rl['env_steps_per_s']:10.1f} env-steps/s "
+            f"({rl['updates']} updates of {rl['num_steps']} steps, rollout + policy + update)"
+        )
+
     dtype = next(world.dynamics.parameters()).dtype
     machine = peak.measure_peak(world.device, dtype, counted["matmul_shapes"])
     util = utilization_rows(single, batch, train, counted["flops"], machine["peak_gflops"], args.compile)
@@ -303,6 +346,7 @@ def _run(args) -> int:
         "single_stream": single,
         "batched": batch,
         "training": train,
+        "ppo": rl,
         "cached_over_uncached": ratio,
         "flops_per_env_step": counted["flops"],
         "peak": machine,
@@ -325,6 +369,8 @@ def _run(args) -> int:
     for r in batch:
         print(f"{r['num_envs']:<22}{r['env_steps_per_s']:>12.1f}{r['ms_per_step']:>12.1f}")
     print(f"{'dynamics training':<22}{train['frames_per_s']:>12.1f} frames/s")
+    if rl:
+        print(f"{'ppo, ' + str(rl['num_envs']) + ' envs':<22}{rl['env_steps_per_s']:>12.1f} env-steps/s")
     print()
     print(peak.format_table(util, machine))
     compiled = f", {single[2]['fps']:.1f} compiled" if args.compile else ""
@@ -332,6 +378,7 @@ def _run(args) -> int:
         f"summary: {name}: {single[0]['fps']:.1f} frames/s cached, {single[1]['fps']:.1f} uncached "
         f"({ratio:.1f}x){compiled}; best batch {best['num_envs'] if best else '-'}: "
         f"{best['env_steps_per_s'] if best else 0:.0f} env-steps/s; training {train['frames_per_s']:.0f} frames/s; "
+        f"{'ppo ' + format(rl['env_steps_per_s'], '.0f') + ' env-steps/s; ' if rl else ''}"
         f"default path at {100 * util[0]['fraction_of_peak']:.1f}% of peak"
     )
     return 0

@@ -14,16 +14,14 @@ from pathlib import Path
 
 import torch
 
-from envs.genie_env import DEMO_WORLD
-from envs.vector_env import GenieVectorEnv
 from genie.cli import bench, play
 from genie.cli import collect as collect_cli
+from genie.cli import rl as rl_cli
 from genie.cli.args import Parser, add_sampling_args, check_numbers
 from genie.core.config import describe_train_defaults
 from genie.core.errors import GenieError, GenieValueError
 from genie.data.dataset import check_dataset
 from genie.data.video import write_video
-from genie.rl import ppo
 from genie.train import evaluate, recipes
 from genie.train.identify import identify
 from genie.world import World, export_world
@@ -151,6 +149,8 @@ def cmd_eval(args) -> int:
             f"action agreement {'n/a' if agree is None else f'{agree:.2f}'}, "
             f"{result['latent_actions_used']} latent actions used, on {result['windows']} {result['split']} windows"
         )
+        if result.get("termination"):
+            print(termination_line(result["termination"]))
     result["seconds"] = time.time() - t0
     result["fit"] = _data_fit(args.data)
     line += f" (frames fitted by {result['fit'] or 'an unrecorded fit'}, genie ingest/collect --fit)"
@@ -159,6 +159,16 @@ def cmd_eval(args) -> int:
     else:
         print(line)
     return 0
+
+
+def termination_line(t: dict) -> str:
+    """One line on the reward model's termination head against the real held-out transitions."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    return (
+        f"termination: precision {fmt(t['precision'])}, recall {fmt(t['recall'])} ({t['predicted_ends']} "
+        f"predicted, {t['true_ends']} real ends in {t['transitions']} {t['split']} transitions), "
+        f"reward mse {t['reward_mse']:.4f}"
+    )
 
 
 def _data_fit(data) -> str | None:
@@ -263,43 +273,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_rl(args) -> int:
-    if args.rl_command == "train":
-        world = World.load(args.world or DEMO_WORLD, device=args.device)
-        prompts = sorted((Path(world.info["path"]) / "prompts").glob("*.png"))
-        if not prompts:
-            raise GenieValueError(f"World {world.info['path']} has no prompts/*.png to start episodes from.")
-        ppo_args = ppo.Args(total_steps=args.steps, num_envs=args.num_envs, seed=args.seed)
-        envs = GenieVectorEnv(
-            num_envs=args.num_envs,
-            world=world,
-            prompt=[str(prompts[i % len(prompts)]) for i in range(args.num_envs)],
-            max_episode_steps=ppo_args.max_episode_steps,
-        )
-        summary = ppo.train(envs, ppo_args, out=args.out, progress=True)
-        print(
-            f"ppo: {summary['steps']} imagined steps, {summary['episodes']} episodes, return "
-            f"{summary['first_return']} -> {summary['last_return']}, {summary['steps_per_s']:.0f} steps/s -> {args.out}"
-        )
-        return 0
-    result = ppo.evaluate_real(
-        args.policy,
-        episodes=args.episodes,
-        env_id=args.env,
-        seed=args.seed,
-        max_steps=args.max_steps,
-        progress=not args.json,
-    )
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"{result['env_id']}: policy {result['policy_mean']:.2f} +- {result['policy_std']:.2f}, random "
-            f"{result['random_mean']:.2f} +- {result['random_std']:.2f} over {result['episodes']} episodes"
-        )
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="genie", description="Genie-style interactive world models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -398,29 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("rl", help="train a PPO agent in a world; score it in the real game")
-    rl = p.add_subparsers(dest="rl_command", required=True)
-    q = rl.add_parser("train", help="PPO in imagination (GenieVectorEnv tensor path)")
-    q.add_argument(
-        "--world",
-        default=None,
-        help="world folder or shipped world name (e.g. breakout; default: the shipped demo world)",
-    )
-    q.add_argument("--steps", type=int, default=100_000, help="imagined env steps in total")
-    q.add_argument("--num-envs", type=int, default=64, help="imagined envs stepped as one batch")
-    q.add_argument("--out", required=True, help="policy folder")
-    q.add_argument("--seed", type=int, default=0, help="PPO seed")
-    q.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    q.set_defaults(func=cmd_rl)
-    q = rl.add_parser("eval", help="play the policy and a random one in the real Gymnasium game")
-    q.add_argument("--policy", required=True, help="policy folder (genie rl train --out)")
-    q.add_argument("--env", default=None, help="Gymnasium id (default: the one the world was trained on)")
-    q.add_argument("--episodes", type=int, default=20, help="episodes of each player")
-    q.add_argument("--max-steps", type=int, default=10_000, help="steps per episode at most")
-    q.add_argument("--seed", type=int, default=0, help="episode k resets with seed + k")
-    q.add_argument("--json", action="store_true", help="print one JSON object")
-    q.set_defaults(func=cmd_rl)
-
+    rl_cli.add_cli(sub)
     play.add_cli(sub)
     bench.add_cli(sub)
     return parser

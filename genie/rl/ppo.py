@@ -11,7 +11,9 @@ of the advantages and of the loss, and bootstrapping stops at the end of the epi
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,25 +34,47 @@ from genie.world import World
 @dataclass
 class Args:
     total_steps: int = 100_000
-    """env steps over all envs"""
+    """env steps over all envs (rounded down to whole updates of num_envs * num_steps, at least one)"""
     num_envs: int = 64
     """worlds stepped as one batch"""
     num_steps: int = 32
     """rollout length per env between updates"""
     lr: float = 2.5e-4
+    """Adam learning rate at the first update, annealed linearly towards 0 at the last"""
     gamma: float = 0.99
+    """discount factor"""
     gae_lambda: float = 0.95
+    """GAE lambda: 0 one-step TD advantages, 1 Monte Carlo"""
     num_minibatches: int = 4
+    """minibatches each rollout's valid transitions are split into per epoch"""
     update_epochs: int = 4
+    """passes over each rollout"""
     clip_coef: float = 0.2
+    """PPO ratio clip: the surrogate is clipped to 1 +- clip_coef"""
     ent_coef: float = 0.01
+    """weight of the entropy bonus"""
     vf_coef: float = 0.5
+    """weight of the value loss"""
     max_grad_norm: float = 0.5
+    """gradients are clipped to this global norm"""
     max_episode_steps: int = 200
-    """imagined episodes are truncated here"""
+    """imagined episodes are truncated here (the env's max_episode_steps; `genie rl train` builds it so)"""
     maskgit_steps: int | None = None
-    """None: the world's default"""
+    """MaskGIT steps per imagined frame, for the env `genie rl train` builds (None: the world's default)"""
+    temperature: float | None = None
+    """sampling temperature of imagined frames, for the env `genie rl train` builds, 0 greedy (None: the
+    world's default)"""
     seed: int = 0
+    """seed of the policy's weights, its action sampling, minibatch order and the envs' reset"""
+    tensorboard: bool = False
+    """also log the metrics to out/tensorboard, when torch.utils.tensorboard imports (else a warning)"""
+
+
+# One row of out/metrics.csv per update, in this order; the same dict goes to train()'s `log` callback.
+METRICS = (
+    "update", "steps", "lr", "policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac",
+    "explained_variance", "imagined_return", "episodes", "episode_length", "steps_per_s",
+)  # fmt: skip
 
 
 class Agent(nn.Module):
@@ -107,9 +131,60 @@ def load_policy(path) -> tuple[Agent, dict]:
     return agent.eval(), meta
 
 
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float | None:
+    """1 - Var[returns - values] / Var[returns]: 1 perfect, 0 no better than a constant, < 0 worse;
+    None when the returns do not vary (or there are fewer than two)."""
+    if returns.numel() < 2:
+        return None
+    var = float(returns.var(unbiased=False))
+    return None if var == 0.0 else 1.0 - float((returns - values).var(unbiased=False)) / var
+
+
+class MetricsLog:
+    """out/metrics.csv, one row per update: header once (a fresh file each run: training does not resume),
+    each row appended and flushed, so a crash keeps the rows written. None is written as an empty cell.
+    TensorBoard (out/tensorboard) only when asked and when torch.utils.tensorboard imports."""
+
+    def __init__(self, out, tensorboard: bool = False):
+        self.path = Path(out) / "metrics.csv"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as f:
+            csv.writer(f).writerow(METRICS)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                print("warning: torch.utils.tensorboard does not import: no TensorBoard log", file=sys.stderr)
+            else:
+                self.tb = SummaryWriter(str(Path(out) / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow(["" if row[k] is None else row[k] for k in METRICS])
+            f.flush()
+        if self.tb is not None:
+            for k in METRICS[2:]:
+                if row[k] is not None:
+                    self.tb.add_scalar(k, row[k], row["steps"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _mean(xs: list) -> float | None:
+    """Mean of floats or of 0-d tensors (one device sync for all of them); None for none."""
+    if not xs:
+        return None
+    return float(torch.stack(xs).mean()) if torch.is_tensor(xs[0]) else float(np.mean(xs))
+
+
 def train(envs, args: Args, out=None, progress: bool = True, log=None) -> dict:
-    """PPO on a GenieVectorEnv (its tensor path). Returns a summary with the mean episode return of the
-    first and last 20% of finished episodes."""
+    """PPO on a GenieVectorEnv (its tensor path). Each update's diagnostics (METRICS) go to `log` and,
+    with `out`, to out/metrics.csv. Returns a summary with the mean episode return of the first and last
+    20% of finished episodes, and "history": the rows."""
     device = envs.world.device
     torch.manual_seed(args.seed)
     g = torch.Generator(device=device).manual_seed(args.seed)
@@ -128,13 +203,18 @@ def train(envs, args: Args, out=None, progress: bool = True, log=None) -> dict:
     obs = torch.as_tensor(obs, device=device)
     prev_done = torch.zeros(B, dtype=torch.bool, device=device)  # the next step only resets these envs
     episode_return = torch.zeros(B, device=device)
+    episode_length = torch.zeros(B, device=device)
     finished: list[float] = []
+    lengths: list[float] = []
+    history: list[dict] = []
+    metrics = MetricsLog(out, args.tensorboard) if out is not None else None
     updates = max(1, args.total_steps // (B * T))
     t0, steps_done = time.time(), 0
     bar = tqdm(total=updates * B * T, desc="ppo", unit="step", disable=not progress)
     for update in range(updates):
+        lr = args.lr * (1 - update / updates)
         for group in optimizer.param_groups:
-            group["lr"] = args.lr * (1 - update / updates)
+            group["lr"] = lr
         for t in range(T):
             with torch.no_grad():
                 action, logp, _, value = agent.act(obs, generator=g)
@@ -147,9 +227,11 @@ def train(envs, args: Args, out=None, progress: bool = True, log=None) -> dict:
             done = terminated | truncated
             rew_buf[t], done_buf[t], term_buf[t] = reward * valid_buf[t], done.float(), terminated.float()
             episode_return += reward * valid_buf[t]
+            episode_length += valid_buf[t]
             for i in done.nonzero().flatten().tolist():
                 finished.append(float(episode_return[i]))
-            episode_return[done] = 0.0
+                lengths.append(float(episode_length[i]))
+            episode_return[done], episode_length[done] = 0.0, 0.0
             prev_done = done
             obs = next_obs.clone()
         # --- GAE over valid transitions; a reset transition separates episodes ---
@@ -173,12 +255,20 @@ def train(envs, args: Args, out=None, progress: bool = True, log=None) -> dict:
         b_logp, b_adv, b_ret = logp_buf.flatten()[mask], adv.flatten()[mask], ret.flatten()[mask]
         n = b_act.shape[0]
         mb = max(1, n // args.num_minibatches)
+        clipfracs: list[torch.Tensor] = []  # over every minibatch of every epoch (as CleanRL)
+        kls, pg_losses, v_losses, entropies = [], [], [], []
         for _ in range(args.update_epochs):
+            # approx_kl, the losses and the entropy: means over the minibatches of the last epoch
+            kls, pg_losses, v_losses, entropies = [], [], [], []
             perm = torch.randperm(n, device=device, generator=g)
             for start in range(0, n, mb):
                 idx = perm[start : start + mb]
                 _, logp, entropy, value = agent.act(b_obs[idx], b_act[idx])
-                ratio = (logp - b_logp[idx]).exp()
+                log_ratio = logp - b_logp[idx]
+                ratio = log_ratio.exp()
+                with torch.no_grad():  # KL(old || new) ~ E[(r - 1) - log r] >= 0 (Schulman's k3 estimator)
+                    kls.append(((ratio - 1) - log_ratio).mean())
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean())
                 a = b_adv[idx]
                 a = (a - a.mean()) / (a.std() + 1e-8) if a.numel() > 1 else a
                 pg_loss = torch.max(
@@ -190,22 +280,37 @@ def train(envs, args: Args, out=None, progress: bool = True, log=None) -> dict:
                 loss.backward()
                 nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
                 optimizer.step()
+                pg_losses.append(pg_loss.detach())
+                v_losses.append(v_loss.detach())
+                entropies.append(entropy.detach().mean())
         steps_done += B * T
         bar.update(B * T)
         recent = finished[-50:]
+        row = {
+            "update": update,
+            "steps": steps_done,
+            "lr": lr,
+            "policy_loss": _mean(pg_losses),
+            "value_loss": _mean(v_losses),
+            "entropy": _mean(entropies),
+            "approx_kl": _mean(kls),
+            "clipfrac": _mean(clipfracs),
+            "explained_variance": explained_variance(val_buf.flatten()[mask], b_ret),
+            "imagined_return": _mean(recent),  # the last (up to) 50 finished episodes
+            "episodes": len(finished),
+            "episode_length": _mean(lengths[-50:]),
+            "steps_per_s": steps_done / (time.time() - t0),
+        }
+        history.append(row)
+        if metrics is not None:
+            metrics.write(row)
         if log is not None:
-            log(
-                {
-                    "update": update,
-                    "steps": steps_done,
-                    "episodes": len(finished),
-                    "return_mean": float(np.mean(recent)) if recent else None,
-                    "steps_per_s": steps_done / (time.time() - t0),
-                }
-            )
+            log(row)
         if recent:
-            bar.set_postfix(ret=f"{np.mean(recent):.2f}")
+            bar.set_postfix(ret=f"{np.mean(recent):.2f}", kl=f"{row['approx_kl'] or 0:.4f}")
     bar.close()
+    if metrics is not None:
+        metrics.close()
     k = max(1, len(finished) // 5)
     summary = {
         "steps": steps_done,
@@ -225,6 +330,7 @@ def train(envs, args: Args, out=None, progress: bool = True, log=None) -> dict:
                 "summary": {k: v for k, v in summary.items() if k != "args"},
             },
         )
+    summary["history"] = history
     summary["agent"] = agent
     return summary
 

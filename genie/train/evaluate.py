@@ -159,4 +159,52 @@ def evaluate_world(
         result["action_agreement_fit_transitions"] = agree["fit"]
         names = ds.meta.get("action_names") or [str(i) for i in range(num_real)]
         result["confusion"] = {"latent_by_real": agree["confusion"], "real_action_names": names}
+    result["termination"] = evaluate_termination(world, ds, seed=seed)
     return result
+
+
+@torch.no_grad()
+def evaluate_termination(
+    world, data, transitions: int = 4000, batch_size: int = 64, seed: int = 0
+) -> dict | None:
+    """The reward model on the real held-out transitions: does "this transition ends the episode" fire
+    when it should? Precision and recall of the termination head (threshold: logit > 0, as imagination
+    uses), the data's termination rate, and the reward's mean squared error. None when the world has no
+    reward model or the data recorded no terminations. Every terminating transition of the split is
+    kept; the others are sampled down to `transitions` in all."""
+    if world.reward_model is None:
+        return None
+    ds = data if isinstance(data, VideoDataset) else VideoDataset(data)
+    if not ds.has_rewards:
+        return None
+    split = "val" if ds.split_episodes("val") else "all"
+    index = ds.windows(2, split)
+    items = [ds.read_window(*index[i], 2) for i in range(len(index))]
+    ends = [w for w in items if w["terminated"] is not None and bool(w["terminated"][0])]
+    rest = [w for w in items if not (w["terminated"] is not None and bool(w["terminated"][0]))]
+    rng = np.random.default_rng(seed)
+    keep = rng.choice(len(rest), size=min(len(rest), max(transitions - len(ends), 0)), replace=False)
+    items = ends + [rest[int(i)] for i in keep]
+    pred_done, true_done, sq_err = [], [], []
+    for chunk in _batches(items, batch_size):
+        frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(world.device)
+        tokens = world.tokenizer.encode(frames)  # (B, 2, h, w): each transition as its own 2-frame clip
+        reward, done = world.reward_model.predict(tokens.flatten(2))
+        true_r = torch.tensor([float(w["rewards"][0]) for w in chunk])
+        pred_done.append(done.cpu())
+        true_done.append(
+            torch.tensor([bool(w["terminated"] is not None and w["terminated"][0]) for w in chunk])
+        )
+        sq_err.append((reward.cpu() - true_r) ** 2)
+    p, t = torch.cat(pred_done), torch.cat(true_done)
+    tp = int((p & t).sum())
+    return {
+        "precision": tp / int(p.sum()) if int(p.sum()) else None,
+        "recall": tp / int(t.sum()) if int(t.sum()) else None,
+        "predicted_ends": int(p.sum()),
+        "true_ends": int(t.sum()),
+        "transitions": len(items),
+        "end_rate_in_split": len(ends) / max(len(ends) + len(rest), 1),
+        "reward_mse": float(torch.cat(sq_err).mean()),
+        "split": split,
+    }
