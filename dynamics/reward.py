@@ -4,11 +4,15 @@ Letters: B batch, N tokens per frame, D width.
 
 Input: tokens of frame t and frame t+1 (B, 2, N). Output: the reward of that transition (regressed) and
 the logit that it terminated the episode (the data's `rewards[t]`, `terminated[t]`, with the alignment
-of genie/data/episodes.py). Trained from the rewards and terminations recorded with the data, on tokens of the
+of genie/data/episodes.py). With `termination_from="current"` (the presets) the termination logit reads
+frame t alone (the temporal attention is causal): a hazard, sampled in imagination, so an imagined
+episode can end without the dynamics drawing the frame that follows a death (VizDoom's is black). Trained from the rewards and terminations recorded with the data, on tokens of the
 frozen tokenizer; stored in a world folder as `reward/`.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +20,7 @@ from torch import nn
 
 from genie.core.blocks import STTransformer, init_weights
 from genie.core.config import RewardConfig
+from genie.core.errors import GenieValueError
 
 
 class RewardModel(nn.Module):
@@ -23,6 +28,10 @@ class RewardModel(nn.Module):
 
     def __init__(self, cfg: RewardConfig):
         super().__init__()
+        if cfg.termination_from not in ("current", "next"):
+            raise GenieValueError(
+                f"termination_from must be 'current' or 'next', got {cfg.termination_from!r}."
+            )
         self.cfg = cfg
         N, D = cfg.grid**2, cfg.d_model
         self.tok_emb = nn.Embedding(cfg.vocab_size, D)
@@ -36,12 +45,26 @@ class RewardModel(nn.Module):
         """tokens (B, 2, N) of frames t, t+1 -> (reward (B,), termination logit (B,))."""
         h = self.transformer(self.tok_emb(tokens) + self.pos)  # (B, 2, N, D)
         out = self.head(h[:, 1].mean(1))  # frame t+1 has seen both frames
+        if self.cfg.termination_from == "current":  # frame t has seen only itself
+            return out[:, 0], self.head(h[:, 0].mean(1))[:, 1]
         return out[:, 0], out[:, 1]
 
     @torch.no_grad()
-    def predict(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (reward float32 (B,), terminated bool (B,))."""
+    def termination_probability(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B,) float32: P(the transition ends the episode). The BCE weighted its positives by
+        termination_weight, which multiplies the odds it learns by that weight; this undoes it."""
+        _, logit = self(tokens)
+        return torch.sigmoid(logit.float() - math.log(self.cfg.termination_weight))
+
+    @torch.no_grad()
+    def predict(self, tokens: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (reward float32 (B,), terminated bool (B,)). "current": terminated is drawn with the hazard's
+        probability (from `generator`); "next": the logit's sign."""
         reward, logit = self(tokens)
+        if self.cfg.termination_from == "current":
+            p = self.termination_probability(tokens)
+            draw = torch.rand(p.shape, generator=generator, device=p.device)
+            return reward.float(), draw < p
         return reward.float(), logit > 0
 
     def compute_loss(self, batch: dict) -> dict:

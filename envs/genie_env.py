@@ -177,7 +177,7 @@ class GenieEnv(gym.Env):
     def _reward_done(self, frames: torch.Tensor) -> tuple[float, bool]:
         """(reward, terminated) of the frame just imagined: the world's reward model when it has one
         (a world trained on recorded rewards), else 0.0 and False."""
-        predicted = self.world.predict_reward_done()
+        predicted = self.world.predict_reward_done(self.generator)
         if predicted is None:
             return 0.0, False
         reward, terminated = predicted

@@ -185,7 +185,7 @@ class GenieVectorEnv(VectorEnv):
     def _reward_done(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(reward float32 (B,), terminated bool (B,)) of the frames just imagined: the world's reward
         model when it has one, else zeros."""
-        predicted = self.world.predict_reward_done()
+        predicted = self.world.predict_reward_done(self.generator)
         if predicted is not None:
             return predicted[0].float().clone(), predicted[1].clone()
         device = self.world.device

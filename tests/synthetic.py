@@ -63,10 +63,11 @@ def sprite_cell(frame: np.ndarray, step: int) -> tuple[int, int]:
 
 
 def write_reward_dataset(
-    root, episodes: int = 40, length: int = 32, size: int = 16, step: int = 4, seed: int = 0
+    root, episodes: int = 40, length: int = 32, size: int = 16, step: int = 4, seed: int = 0, ends="next"
 ):
     """Sprite video whose transitions carry reward 1.0 when the sprite lands in the top row and terminate
-    when it lands in the bottom-right cell (a signal in frame t+1 that a reward model can learn)."""
+    when it lands in the bottom-right cell (a signal in frame t+1 that a reward model can learn), or,
+    with ends="current", when it leaves that cell (foreshadowed by frame t: a hazard's case)."""
     last = size // step - 1
     with EpisodeWriter(root, meta={"source": "gym", "env_id": "Sprite-v0", "num_actions": len(MOVES)}) as w:
         for frames, actions in sprite_episodes(
@@ -74,7 +75,11 @@ def write_reward_dataset(
         ):
             cells = [sprite_cell(f, step) for f in frames[1:]]
             rewards = np.array([1.0 if r == 0 else 0.0 for r, _ in cells], np.float32)
-            terminated = np.array([(r, c) == (last, last) for r, c in cells], bool)
+            if ends == "current":
+                cells_t = [sprite_cell(f, step) for f in frames[:-1]]
+                terminated = np.array([(r, c) == (last, last) for r, c in cells_t], bool)
+            else:
+                terminated = np.array([(r, c) == (last, last) for r, c in cells], bool)
             w.add_episode(
                 frames,
                 actions=actions,

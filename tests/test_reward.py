@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from synthetic import write_reward_dataset
+from synthetic import sprite_frame, write_reward_dataset
 
 from genie.data import VideoDataset
 from genie.train import recipes
@@ -18,7 +18,15 @@ def trained(tmp_path_factory):
         data, root / "tok", preset_name="tiny", steps=150, context=2, batch_size=16, lr=2e-3, progress=False
     )["model"]
     reward = recipes.train_reward(
-        data, tok, root / "reward", preset_name="tiny", steps=300, batch_size=32, lr=2e-3, progress=False
+        data,
+        tok,
+        root / "reward",
+        preset_name="tiny",
+        steps=300,
+        batch_size=32,
+        lr=2e-3,
+        progress=False,
+        termination_from="next",
     )["model"]
     return data, tok.eval(), reward.eval()
 
@@ -101,3 +109,42 @@ def test_eval_reports_termination_precision_and_recall_on_held_out_transitions(t
     always = evaluate_termination(world, data)
     assert always["recall"] == 1.0 and always["precision"] < 0.5, always
     assert evaluate_termination(World.load(random_world(tmp_path / "none", "tiny")), data) is None
+
+
+@pytest.fixture(scope="module")
+def hazard(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hazard")
+    data = write_reward_dataset(root / "data", ends="current")
+    tok = recipes.train_tokenizer(
+        data, root / "tok", preset_name="tiny", steps=150, context=2, batch_size=16, lr=2e-3, progress=False
+    )["model"]
+    reward = recipes.train_reward(
+        data, tok, root / "reward", preset_name="tiny", steps=300, batch_size=32, lr=2e-3, progress=False
+    )["model"]  # the preset's head: a hazard read from frame t
+    return data, tok.eval(), reward.eval()
+
+
+def test_a_hazard_head_reads_the_end_from_frame_t_and_imagination_draws_it(hazard, tmp_path):
+    from envs.vector_env import GenieVectorEnv
+    from genie.train.evaluate import evaluate_termination
+
+    data, tok, reward = hazard
+    assert reward.cfg.termination_from == "current"
+    base = World.load(random_world(tmp_path / "base", "tiny"))
+    world = World.load(save_world(tmp_path / "w", tok, _dynamics_for(tok, base), None, {}, reward=reward))
+    result = evaluate_termination(world, data)
+    assert result["termination_from"] == "current" and result["auc"] >= 0.95, result
+    assert result["recall"] >= 0.7 and result["precision"] >= 0.7, result  # expected under the draws
+    assert 0.5 * result["true_ends"] <= result["predicted_ends"] <= 2 * result["true_ends"], result
+    # In imagination the end is drawn from the prompt frame's hazard, whatever the dynamics draws next.
+    ends = {}
+    for name, corner in (("end cell", (12, 12)), ("elsewhere", (0, 4))):
+        prompt = sprite_frame(np.array(corner), 16, 4)
+        envs = GenieVectorEnv(num_envs=64, world=world, prompt=prompt, max_episode_steps=None)
+        runs = []
+        for _ in range(2):
+            envs.reset(seed=7)
+            runs.append(envs.step(np.zeros(64, dtype=np.int64))[2])
+        assert (runs[0] == runs[1]).all()  # the same seed draws the same ends
+        ends[name] = runs[0].mean()
+    assert ends["end cell"] >= 0.7 and ends["elsewhere"] <= 0.2, ends

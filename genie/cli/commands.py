@@ -138,6 +138,7 @@ def cmd_eval(args) -> int:
             windows=args.windows,
             horizon=args.horizon,
             maskgit_steps=args.maskgit_steps,
+            temperature=args.temperature,
             seed=args.seed,
             progress=not args.json,
         )
@@ -148,6 +149,12 @@ def cmd_eval(args) -> int:
             f"world: psnr_t4 {result['psnr_t4']:.2f} dB, delta_psnr_t4 {result['delta_psnr_t4']:.2f} dB, "
             f"action agreement {'n/a' if agree is None else f'{agree:.2f}'}, "
             f"{result['latent_actions_used']} latent actions used, on {result['windows']} {result['split']} windows"
+        )
+        use = result["action_use"]
+        print(
+            f"action use (teacher-forced, last frame masked): the true action saves "
+            f"{use['ce_gain_nats_per_token']:.4f} nats/token; the dynamics reads the action back in "
+            f"{use['reads_action']:.2f} of {use['windows']} windows (chance {use['reads_action_chance']:.2f})"
         )
         if result.get("termination"):
             print(termination_line(result["termination"]))
@@ -164,10 +171,11 @@ def cmd_eval(args) -> int:
 def termination_line(t: dict) -> str:
     """One line on the reward model's termination head against the real held-out transitions."""
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    rule = "hazard, expected" if t["termination_from"] == "current" else "next frame, logit > 0"
     return (
-        f"termination: precision {fmt(t['precision'])}, recall {fmt(t['recall'])} ({t['predicted_ends']} "
-        f"predicted, {t['true_ends']} real ends in {t['transitions']} {t['split']} transitions), "
-        f"reward mse {t['reward_mse']:.4f}"
+        f"termination ({rule}): precision {fmt(t['precision'])}, recall {fmt(t['recall'])}, AUC {fmt(t['auc'])}; "
+        f"{t['predicted_ends']:.1f} predicted against {t['true_ends']} real ends in {t['transitions']} "
+        f"{t['split']} transitions; reward mse {t['reward_mse']:.4f}"
     )
 
 
@@ -333,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--horizon", type=int, default=4, help="frames imagined after each window's first")
     q.add_argument(
         "--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (default: the world's)"
+    )
+    q.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampling temperature, 0 greedy (default: the world's)",
     )
     q.add_argument("--seed", type=int, default=0, help="which windows, and the sampling seed")
     q.add_argument("--json", action="store_true", help="print one JSON object")

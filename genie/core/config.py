@@ -84,6 +84,11 @@ class RewardConfig:
     depth: int = 2
     heads: int = 4
     termination_weight: float = 10.0  # terminations are rare: weight of the positive class in the BCE
+    # What the termination head reads. "current": frame t only, as a hazard (the probability that the
+    # transition t -> t+1 ends the episode), sampled in imagination: a dream needs no death frame to
+    # end. "next": frames t and t+1, thresholded (checkpoints written before the option). Envs such as
+    # VizDoom return a black frame at the end, which "next" learns to detect and a dream never draws.
+    termination_from: str = "next"
 
 
 PRESETS: dict[str, dict[str, dict]] = {
@@ -111,9 +116,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "coinrun": dict(d_model=512, depth=12, heads=8, maskgit_steps=25),
     },
     "reward": {
-        "tiny": dict(d_model=64, depth=1, heads=4),
-        "demo": dict(d_model=128, depth=2, heads=4),
-        "coinrun": dict(d_model=256, depth=2, heads=8),
+        "tiny": dict(d_model=64, depth=1, heads=4, termination_from="current"),
+        "demo": dict(d_model=128, depth=2, heads=4, termination_from="current"),
+        "coinrun": dict(d_model=256, depth=2, heads=8, termination_from="current"),
     },
 }
 

@@ -91,8 +91,8 @@ def evaluate_world(
     seed: int = 0,
     device=None,
     progress: bool = True,
+    temperature: float | None = None,
 ) -> dict:
-
     world = World.load(world_dir, device=device, dtype=torch.float32)
     recorded = world.info.get("actions") == "recorded"  # conditioned on the data's own actions
     if world.lam is None and not recorded:
@@ -111,7 +111,7 @@ def evaluate_world(
     split, items = _eval_windows(ds, horizon + 1, windows, seed)
     A = world.num_actions
     g = torch.Generator(device=world.device).manual_seed(seed)
-    psnr_lam, psnr_rand, ssim_lam, latents, reals = [], [], [], [], []
+    psnr_lam, psnr_rand, ssim_lam, latents, reals, action_ce, true_last = [], [], [], [], [], [], []
     for chunk in tqdm(list(_batches(items, batch_size)), desc="eval world", disable=not progress):
         frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(world.device)  # (B, T, H, W, 3)
         if recorded:
@@ -121,13 +121,16 @@ def evaluate_world(
         else:  # (B, T-1): a_t moves frame t to t+1
             inferred = world.lam.infer_actions(to_float(frames))
         latents.append(inferred.flatten().cpu())
+        action_ce.append(_last_frame_ce_per_action(world, frames, inferred))
+        true_last.append(inferred[:, -1].cpu())
         if chunk[0]["actions"] is not None:
             reals.append(torch.from_numpy(np.stack([w["actions"] for w in chunk])).flatten())
         random_actions = torch.randint(0, A, inferred.shape, generator=g, device=world.device)
         for actions, sink in ((inferred, psnr_lam), (random_actions, psnr_rand)):
             world.reset(list(frames[:, 0].cpu().numpy()))
             gen = [
-                world.step(actions[:, t], maskgit_steps=maskgit_steps, generator=g) for t in range(horizon)
+                world.step(actions[:, t], maskgit_steps=maskgit_steps, temperature=temperature, generator=g)
+                for t in range(horizon)
             ]
             gen = torch.stack(gen, dim=1)  # (B, horizon, H, W, 3)
             sink.append(psnr(gen, frames[:, 1:]).cpu())
@@ -148,8 +151,10 @@ def evaluate_world(
         "windows": len(items),
         "split": split,
         "maskgit_steps": maskgit_steps or world.maskgit_steps,
+        "temperature": world.temperature if temperature is None else temperature,
     }
     result["actions"] = "recorded" if recorded else "latent"
+    result["action_use"] = _action_use(torch.cat(action_ce), torch.cat(true_last))
     if reals and not recorded:
         real = torch.cat(reals).numpy()
         num_real = int(ds.meta.get("num_actions") or real.max() + 1)
@@ -163,16 +168,49 @@ def evaluate_world(
     return result
 
 
+def _last_frame_ce_per_action(world, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """(B, A): cross-entropy (nats per token) of the true tokens of each window's last frame, every one
+    of them masked, when the action into that frame is each of the A actions (the earlier ones as given)."""
+    tokens = world.tokenizer.encode(frames).flatten(2)  # (B, T, N)
+    inputs = tokens.clone()
+    inputs[:, -1] = world.dynamics.mask_id
+    out = []
+    for a in range(world.num_actions):
+        acts = actions.clone()
+        acts[:, -1] = a
+        logits = world.dynamics(inputs, acts)[:, -1].float()  # (B, N, V)
+        ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, -1], reduction="none")
+        out.append(ce.mean(1).cpu())
+    return torch.stack(out, 1)
+
+
+def _action_use(ce: torch.Tensor, true: torch.Tensor) -> dict:
+    """Does the dynamics use the action? Teacher-forced on the real frames (no rollout noise): the
+    cross-entropy the true action saves against the mean over all actions, and how often the action
+    whose prediction fits the real next frame best is the true one (the dynamics read as an inverse
+    model; chance 1/A). 0 and chance: the action is ignored."""
+    picked = ce.argmin(1)
+    return {
+        "ce_gain_nats_per_token": float(ce.mean(1).mean() - ce.gather(1, true[:, None]).mean()),
+        "reads_action": float((picked == true).float().mean()),
+        "reads_action_chance": 1.0 / ce.shape[1],
+        "windows": int(ce.shape[0]),
+    }
+
+
 @torch.no_grad()
 def evaluate_termination(
     world, data, transitions: int = 4000, batch_size: int = 64, seed: int = 0
 ) -> dict | None:
     """The reward model on the real held-out transitions: does "this transition ends the episode" fire
-    when it should? Precision and recall of the termination head (threshold: logit > 0, as imagination
-    uses), the data's termination rate, and the reward's mean squared error. None when the world has no
-    reward model or the data recorded no terminations. Every terminating transition of the split is
-    kept; the others are sampled down to `transitions` in all."""
-    if world.reward_model is None:
+    when it should? Precision and recall of the rule imagination uses (a "next" head: logit > 0; a
+    "current" hazard: ends drawn with its probability, so the expected precision and recall), the AUC
+    of its probability (ends against the rest; 0.5 is no better than chance), expected against real
+    ends (calibration), and the reward's mean squared error. None when the world has no reward model or
+    the data recorded no rewards. Every ending transition of the split is kept; the others are sampled
+    down to `transitions` in all and weighted back to their number."""
+    model = world.reward_model
+    if model is None:
         return None
     ds = data if isinstance(data, VideoDataset) else VideoDataset(data)
     if not ds.has_rewards:
@@ -180,31 +218,42 @@ def evaluate_termination(
     split = "val" if ds.split_episodes("val") else "all"
     index = ds.windows(2, split)
     items = [ds.read_window(*index[i], 2) for i in range(len(index))]
-    ends = [w for w in items if w["terminated"] is not None and bool(w["terminated"][0])]
-    rest = [w for w in items if not (w["terminated"] is not None and bool(w["terminated"][0]))]
-    rng = np.random.default_rng(seed)
-    keep = rng.choice(len(rest), size=min(len(rest), max(transitions - len(ends), 0)), replace=False)
+    is_end = [w["terminated"] is not None and bool(w["terminated"][0]) for w in items]
+    ends = [w for w, e in zip(items, is_end, strict=True) if e]
+    rest = [w for w, e in zip(items, is_end, strict=True) if not e]
+    keep = np.random.default_rng(seed).choice(
+        len(rest), size=min(len(rest), max(transitions - len(ends), 0)), replace=False
+    )
     items = ends + [rest[int(i)] for i in keep]
-    pred_done, true_done, sq_err = [], [], []
+    probs, decided, sq_err = [], [], []
     for chunk in _batches(items, batch_size):
         frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(world.device)
-        tokens = world.tokenizer.encode(frames)  # (B, 2, h, w): each transition as its own 2-frame clip
-        reward, done = world.reward_model.predict(tokens.flatten(2))
-        true_r = torch.tensor([float(w["rewards"][0]) for w in chunk])
-        pred_done.append(done.cpu())
-        true_done.append(
-            torch.tensor([bool(w["terminated"] is not None and w["terminated"][0]) for w in chunk])
-        )
-        sq_err.append((reward.cpu() - true_r) ** 2)
-    p, t = torch.cat(pred_done), torch.cat(true_done)
-    tp = int((p & t).sum())
+        tokens = world.tokenizer.encode(frames).flatten(2)  # each transition as its own 2-frame clip
+        reward, logit = model(tokens)
+        probs.append(model.termination_probability(tokens).cpu())
+        decided.append((logit > 0).cpu())
+        sq_err.append((reward.float().cpu() - torch.tensor([float(w["rewards"][0]) for w in chunk])) ** 2)
+    p, t = torch.cat(probs).double(), torch.zeros(len(items), dtype=torch.bool)
+    t[: len(ends)] = True
+    weight = torch.ones(len(items), dtype=torch.float64)
+    weight[len(ends) :] = len(rest) / max(len(keep), 1)
+    hazard = model.cfg.termination_from == "current"
+    fired = p if hazard else torch.cat(decided).double()  # P(the rule says "ended") per transition
+    tp, predicted = float((fired * weight)[t].sum()), float((fired * weight).sum())
+    pos, neg = p[t], p[~t]
+    auc = (
+        float((pos[:, None] > neg[None]).double().mean() + 0.5 * (pos[:, None] == neg[None]).double().mean())
+        if len(pos) and len(neg)
+        else None
+    )
     return {
-        "precision": tp / int(p.sum()) if int(p.sum()) else None,
-        "recall": tp / int(t.sum()) if int(t.sum()) else None,
-        "predicted_ends": int(p.sum()),
-        "true_ends": int(t.sum()),
-        "transitions": len(items),
-        "end_rate_in_split": len(ends) / max(len(ends) + len(rest), 1),
+        "termination_from": model.cfg.termination_from,
+        "precision": tp / predicted if predicted > 0 else None,
+        "recall": tp / len(ends) if ends else None,
+        "auc": auc,
+        "predicted_ends": predicted,
+        "true_ends": len(ends),
+        "transitions": len(ends) + len(rest),
         "reward_mse": float(torch.cat(sq_err).mean()),
         "split": split,
     }

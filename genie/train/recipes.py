@@ -227,16 +227,21 @@ def train_reward(
     steps: int | None = None,
     resume: bool = False,
     progress: bool = True,
+    termination_from: str | None = None,
     **train_kw,
 ) -> dict:
-    """Reward + termination prediction on transitions (2-frame windows) of data that recorded them."""
+    """Reward + termination prediction on transitions (2-frame windows) of data that recorded them.
+    termination_from: "current" (a hazard read from frame t; the presets') or "next" (frames t, t+1)."""
     ds = _open_data(data)
     if not ds.has_rewards:
         raise GenieValueError(
             f"{getattr(ds, 'root', data)} has no recorded rewards: record a Gymnasium env with `genie collect`."
         )
     tokenizer = encoders.as_model(tokenizer, "tokenizer")
-    cfg = preset("reward", preset_name, grid=tokenizer.cfg.grid, vocab_size=tokenizer.cfg.codebook_size)
+    extra = {} if termination_from is None else {"termination_from": termination_from}
+    cfg = preset(
+        "reward", preset_name, grid=tokenizer.cfg.grid, vocab_size=tokenizer.cfg.codebook_size, **extra
+    )
     steps, train_kw = _defaults(out, resume, preset_name, "reward", steps, train_kw)
     return _fit(
         lambda: RewardModel(cfg),

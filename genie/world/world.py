@@ -259,9 +259,10 @@ class World:
         return self.reward_fn is not None or self.reward_model is not None
 
     @torch.no_grad()
-    def predict_reward_done(self):
+    def predict_reward_done(self, generator=None):
         """(reward float32 (B,), terminated bool (B,)) of the last step's transitions, from `reward_fn` or
-        the world's reward model; None when the world has neither. Zeros right after a reset."""
+        the world's reward model; None when the world has neither. Zeros right after a reset. A hazard
+        termination head (termination_from "current") draws its ends from `generator`."""
         if not self.predicts_rewards:
             return None
         if self._transition is None:
@@ -269,7 +270,7 @@ class World:
             return torch.zeros(B, device=self.device), torch.zeros(B, dtype=torch.bool, device=self.device)
         if self.reward_fn is not None:
             return self.reward_fn(self._transition, self.last_actions)
-        return self.reward_model.predict(self._transition)
+        return self.reward_model.predict(self._transition, generator)
 
     def check_sampling(self, maskgit_steps=None, temperature=None) -> tuple[int, float]:
         """Validate MaskGIT steps and temperature (None: the world's defaults) -> (steps, temperature)."""
