@@ -216,15 +216,20 @@ def evaluate_termination(
     if not ds.has_rewards:
         return None
     split = "val" if ds.split_episodes("val") else "all"
-    index = ds.windows(2, split)
-    items = [ds.read_window(*index[i], 2) for i in range(len(index))]
-    is_end = [w["terminated"] is not None and bool(w["terminated"][0]) for w in items]
-    ends = [w for w, e in zip(items, is_end, strict=True) if e]
-    rest = [w for w, e in zip(items, is_end, strict=True) if not e]
+    ends, rest = [], []  # (episode, t) of each transition, read from the small terminated arrays
+    for e in ds.split_episodes(split):
+        ep = ds.episode(e)
+        done = (
+            np.zeros(ds.episode_length(e) - 1, bool)
+            if ep["terminated"] is None
+            else np.asarray(ep["terminated"], bool)
+        )
+        ends += [(e, int(t)) for t in np.flatnonzero(done)]
+        rest += [(e, int(t)) for t in np.flatnonzero(~done)]
     keep = np.random.default_rng(seed).choice(
         len(rest), size=min(len(rest), max(transitions - len(ends), 0)), replace=False
     )
-    items = ends + [rest[int(i)] for i in keep]
+    items = [ds.read_window(e, t, 2) for e, t in ends + [rest[int(i)] for i in sorted(keep)]]
     probs, decided, sq_err = [], [], []
     for chunk in _batches(items, batch_size):
         frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(world.device)
