@@ -99,6 +99,9 @@ NUMBER_FLAGS = {  # argparse dest -> allowed values, for every command that has 
     "max_frames": COUNT,
     "budget": Range(0, integer=False, open_low=True),
     "train_batch": COUNT,
+    "num_steps": COUNT,  # genie rl train: rollout steps per env per update
+    "max_episode_steps": COUNT,
+    "ent_coef": Range(0, integer=False),
 }
 
 
@@ -121,9 +124,8 @@ def check_numbers(args: argparse.Namespace) -> None:
             )
 
 
-def add_sampling_args(p: argparse.ArgumentParser) -> None:
-    """The flags of every command that samples from a world (sample, play): MaskGIT steps, temperature,
-    seed, device."""
+def add_maskgit_args(p: argparse.ArgumentParser) -> None:
+    """--maskgit-steps and --temperature, each defaulting to the world's own."""
     p.add_argument(
         "--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (default: the world's)"
     )
@@ -133,5 +135,11 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="sampling temperature, 0 greedy (default: the world's)",
     )
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """The flags of every command that samples from a world (sample, play): MaskGIT steps, temperature,
+    seed, device."""
+    add_maskgit_args(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling generator")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

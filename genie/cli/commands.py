@@ -17,7 +17,7 @@ import torch
 from genie.cli import bench, play
 from genie.cli import collect as collect_cli
 from genie.cli import rl as rl_cli
-from genie.cli.args import Parser, add_sampling_args, check_numbers
+from genie.cli.args import Parser, add_maskgit_args, add_sampling_args, check_numbers
 from genie.core.config import describe_train_defaults
 from genie.core.errors import GenieError, GenieValueError
 from genie.data.dataset import check_dataset
@@ -339,15 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data", required=True, help="dataset folder")
     q.add_argument("--windows", type=int, default=32, help="held-out windows scored")
     q.add_argument("--horizon", type=int, default=4, help="frames imagined after each window's first")
-    q.add_argument(
-        "--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (default: the world's)"
-    )
-    q.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="sampling temperature, 0 greedy (default: the world's)",
-    )
+    add_maskgit_args(q)
     q.add_argument("--seed", type=int, default=0, help="which windows, and the sampling seed")
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=cmd_eval)

@@ -11,13 +11,10 @@ from pathlib import Path
 
 from envs.genie_env import DEMO_WORLD
 from envs.vector_env import GenieVectorEnv
-from genie.cli.args import Range, flag_name
+from genie.cli.args import add_maskgit_args
 from genie.core.errors import GenieValueError
 from genie.rl import plot, ppo
 from genie.world import World
-
-# ppo.Args knobs exposed as flags (dest -> allowed values; the others are checked by genie/cli/args.py)
-_CHECKED = {"num_steps": Range(1), "max_episode_steps": Range(1), "ent_coef": Range(0, integer=False)}
 
 
 def cmd_rl(args) -> int:
@@ -25,9 +22,6 @@ def cmd_rl(args) -> int:
 
 
 def _train(args) -> int:
-    for dest, allowed in _CHECKED.items():
-        if not allowed.allows(getattr(args, dest)):
-            raise GenieValueError(f"{flag_name(dest)} must be {allowed}, got {getattr(args, dest)!r}.")
     world = World.load(args.world or DEMO_WORLD, device=args.device)
     prompts = sorted((Path(world.info["path"]) / "prompts").glob("*.png"))
     if not prompts:
@@ -112,15 +106,7 @@ def add_cli(sub) -> None:
     q.add_argument(
         "--max-episode-steps", type=int, default=d.max_episode_steps, help="imagined episodes truncated here"
     )
-    q.add_argument(
-        "--maskgit-steps", type=int, default=None, help="MaskGIT steps per frame (default: the world's)"
-    )
-    q.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="sampling temperature, 0 greedy (default: the world's)",
-    )
+    add_maskgit_args(q)
     q.add_argument("--out", required=True, help="policy folder; metrics.csv gets one row per update")
     q.add_argument("--seed", type=int, default=0, help="PPO seed")
     q.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
