@@ -6,8 +6,9 @@ Input: tokens of frame t and frame t+1 (B, 2, N). Output: the reward of that tra
 the logit that it terminated the episode (the data's `rewards[t]`, `terminated[t]`, with the alignment
 of genie/data/episodes.py). With `termination_from="current"` (the presets) the termination logit reads
 frame t alone (the temporal attention is causal): a hazard, sampled in imagination, so an imagined
-episode can end without the dynamics drawing the frame that follows a death (VizDoom's is black). Trained from the rewards and terminations recorded with the data, on tokens of the
-frozen tokenizer; stored in a world folder as `reward/`.
+episode can end without the dynamics drawing the frame that follows a death (VizDoom's is black).
+Trained from the rewards and terminations recorded with the data, on tokens of the frozen tokenizer;
+stored in a world folder as `reward/`.
 """
 
 from __future__ import annotations
@@ -49,11 +50,9 @@ class RewardModel(nn.Module):
             return out[:, 0], self.head(h[:, 0].mean(1))[:, 1]
         return out[:, 0], out[:, 1]
 
-    @torch.no_grad()
-    def termination_probability(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B,) float32: P(the transition ends the episode). The BCE weighted its positives by
-        termination_weight, which multiplies the odds it learns by that weight; this undoes it."""
-        _, logit = self(tokens)
+    def end_probability(self, logit: torch.Tensor) -> torch.Tensor:
+        """Termination logits (B,) -> float32 P(the transition ends the episode). The BCE weighted its
+        positives by termination_weight, which multiplies the odds it learns by that weight; this undoes it."""
         return torch.sigmoid(logit.float() - math.log(self.cfg.termination_weight))
 
     @torch.no_grad()
@@ -62,7 +61,7 @@ class RewardModel(nn.Module):
         probability (from `generator`); "next": the logit's sign."""
         reward, logit = self(tokens)
         if self.cfg.termination_from == "current":
-            p = self.termination_probability(tokens)
+            p = self.end_probability(logit)
             draw = torch.rand(p.shape, generator=generator, device=p.device)
             return reward.float(), draw < p
         return reward.float(), logit > 0

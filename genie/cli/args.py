@@ -102,6 +102,7 @@ NUMBER_FLAGS = {  # argparse dest -> allowed values, for every command that has 
     "num_steps": COUNT,  # genie rl train: rollout steps per env per update
     "max_episode_steps": COUNT,
     "ent_coef": Range(0, integer=False),
+    "ppo_envs": INDEX,  # genie bench: 0 skips the PPO phase
 }
 
 

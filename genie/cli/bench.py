@@ -41,7 +41,7 @@ import torch
 from dynamics.model import DynamicsModel
 from envs.vector_env import GenieVectorEnv
 from genie.cli import peak
-from genie.core.errors import GenieValueError
+from genie.cli.args import check_numbers
 from genie.rl import ppo
 from genie.world import World, random_world
 
@@ -263,7 +263,9 @@ def add_cli(subparsers) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_arguments(p)
-    return run(p.parse_args(argv))
+    args = p.parse_args(argv)
+    check_numbers(args)  # as `genie bench` does: one sentence per flag out of range
+    return run(args)
 
 
 def run(args) -> int:
@@ -278,10 +280,6 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    if args.ppo_envs < 0:
-        raise GenieValueError(
-            f"--ppo-envs must be an integer >= 0 (0 skips the PPO phase), got {args.ppo_envs}."
-        )
     tmp = tempfile.TemporaryDirectory()
     path = args.world if args.world else random_world(Path(tmp.name) / "world", args.preset)
     world = World.load(path, device=args.device, compile=args.compile)

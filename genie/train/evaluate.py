@@ -171,6 +171,8 @@ def evaluate_world(
 def _last_frame_ce_per_action(world, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """(B, A): cross-entropy (nats per token) of the true tokens of each window's last frame, every one
     of them masked, when the action into that frame is each of the A actions (the earlier ones as given)."""
+    T = min(frames.shape[1], world.dynamics.cfg.context)  # the last frames the dynamics was trained on
+    frames, actions = frames[:, -T:], actions[:, -(T - 1) :]
     tokens = world.tokenizer.encode(frames).flatten(2)  # (B, T, N)
     inputs = tokens.clone()
     inputs[:, -1] = world.dynamics.mask_id
@@ -235,7 +237,7 @@ def evaluate_termination(
         frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(world.device)
         tokens = world.tokenizer.encode(frames).flatten(2)  # each transition as its own 2-frame clip
         reward, logit = model(tokens)
-        probs.append(model.termination_probability(tokens).cpu())
+        probs.append(model.end_probability(logit).cpu())
         decided.append((logit > 0).cpu())
         sq_err.append((reward.float().cpu() - torch.tensor([float(w["rewards"][0]) for w in chunk])) ** 2)
     p, t = torch.cat(probs).double(), torch.zeros(len(items), dtype=torch.bool)
