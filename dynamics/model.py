@@ -11,6 +11,13 @@ temporal attention being causal, logits of frames <= t never depend on anything 
 Action modes (config `action_mode`): "additive" adds the action embedding to every token of the frame
 (the paper); "token" prepends it as one extra token per frame, which spatial attention reads.
 The action vectors are a frozen copy of the LAM codebook (stop-gradient into the LAM).
+
+Previous frame (config `previous_frame`): each token of frame t also embeds the token frame t-1 held
+at the same place (frame 0 of a sequence: MASK, "no previous frame"). It is always the true token,
+also in training, where frame t-1's own input is masked: the one frame of the past the next frame
+depends on most is then clean from the first layer on, as it is when the world steps. Frame t+1's
+input carries nothing of frame t+1, so causality is kept; a frame's output now reaches one frame
+further back (`receptive_field`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ class DynamicsModel(nn.Module):
         self.mask_id = cfg.vocab_size
         self.tok_emb = nn.Embedding(cfg.vocab_size + 1, D)
         self.pos = nn.Parameter(torch.zeros(N, D))
+        if cfg.previous_frame:  # id vocab_size: no previous frame (the first frame of a sequence)
+            self.prev_emb = nn.Embedding(cfg.vocab_size + 1, D)
         # Frozen LAM codebook (A, C), filled by `set_action_codes` before training.
         self.register_buffer("action_codes", torch.zeros(cfg.num_actions, cfg.action_dim))
         self.action_proj = nn.Linear(cfg.action_dim, D)
@@ -60,6 +69,17 @@ class DynamicsModel(nn.Module):
     def tokens_per_frame(self) -> int:
         return self.cfg.grid**2 + (1 if self.cfg.action_mode == "token" else 0)
 
+    @property
+    def receptive_field(self) -> int:
+        """Frames of tokens that can still change the next frame's logits."""
+        return self.transformer.receptive_field + (1 if self.cfg.previous_frame else 0)
+
+    def previous_of(self, tokens: torch.Tensor, before: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, N) -> (B, T, N): the tokens of the frame before each frame of `tokens`; the frame
+        before the first is `before` (B, N), or MASK when the chunk starts the sequence."""
+        first = torch.full_like(tokens[:, 0], self.mask_id) if before is None else before
+        return torch.cat([first[:, None], tokens[:, :-1]], dim=1)
+
     def set_action_codes(self, codes: torch.Tensor) -> None:
         self.action_codes.copy_(codes.detach())
 
@@ -82,10 +102,13 @@ class DynamicsModel(nn.Module):
         cache: KVCache | None = None,
         commit: bool = True,
         start: bool | None = None,
+        previous: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """tokens (B, T, N) int64 (MASK = vocab_size). actions (B, T-1) when the chunk starts the
         sequence (`start`, the default without a cache or with an empty one), else (B, T) where
-        actions[:, i] leads into frame i. Returns logits (B, T, N, V)."""
+        actions[:, i] leads into frame i. previous (B, T, N): the tokens of the frame before each
+        frame (`previous_of`), needed with `previous_frame` unless the chunk starts the sequence and
+        its own tokens are the past to read (they are then used). Returns logits (B, T, N, V)."""
         B, T, N = tokens.shape
         first_is_start = (cache is None or cache.pos == 0) if start is None else start
         expected = T - 1 if first_is_start else T
@@ -94,6 +117,14 @@ class DynamicsModel(nn.Module):
                 f"Expected latent actions of shape {(B, expected)} for {T} frames, got {tuple(actions.shape)}."
             )
         x = self.tok_emb(tokens) + self.pos  # (B, T, N, D)
+        if self.cfg.previous_frame:
+            if previous is None:
+                if not first_is_start:
+                    raise GenieValueError(
+                        "This dynamics reads the previous frame: pass previous= (the tokens before the chunk)."
+                    )
+                previous = self.previous_of(tokens)
+            x = x + self.prev_emb(previous)
         a = self._action_embedding(actions, first_is_start)  # (B, T, D)
         if self.cfg.action_mode == "additive":
             x = x + a[:, :, None, :]
@@ -113,7 +144,8 @@ class DynamicsModel(nn.Module):
         masked = torch.rand(B, T, N, device=tokens.device) < rate
         masked[:, 0] = False
         inputs = torch.where(masked, torch.full_like(tokens, self.mask_id), tokens)
-        logits = self(inputs, actions.detach())
+        previous = self.previous_of(tokens) if self.cfg.previous_frame else None  # the true past
+        logits = self(inputs, actions.detach(), previous=previous)
         targets = torch.where(masked, tokens, torch.full_like(tokens, -100))
         # Through the kernel dispatch: on GPU the fused kernel never materializes fp32 logits.
         loss = kernels.token_cross_entropy(

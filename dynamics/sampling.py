@@ -124,7 +124,9 @@ class Rollout:
     that cache in a fixed-shape RingKVCache (genie/core/cache.py): the same function, with no host sync
     in `step_keyed`, so the step can be captured (torch.compile, CUDA graphs); its buffers are reused
     across `prompt` calls of the same batch size, so a captured step stays valid. Without the cache,
-    each step recomputes the history the model can still see (`FrameHistory`).
+    each step recomputes the history the model can still see (`FrameHistory`). A dynamics that reads
+    the previous frame (`previous_frame`) gets the last committed frame's tokens, `self.previous`
+    (B, N), kept in one buffer on the ring (updated in place, so a captured step reads it).
     """
 
     def __init__(self, model, use_cache: bool = True, ring: bool = False):
@@ -135,7 +137,21 @@ class Rollout:
         self.N = model.cfg.grid**2
         self.cache = None  # KVCache, or RingKVCache with ring=True
         # Uncached: tokens (B, T, N) and the action leading into each frame (B, T) (-1 = sequence start).
-        self.history = None if use_cache else FrameHistory(model.transformer.receptive_field)
+        self.history = None if use_cache else FrameHistory(model.receptive_field)
+        self.previous = None  # the last committed frame's tokens (B, N)
+
+    def _keep_previous(self, tokens: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Remember tokens (b, N) as the last frame of every row, or of `rows`; in place on the ring."""
+        if rows is not None:
+            self.previous[rows] = tokens
+        elif self.use_ring and self.previous is not None and self.previous.shape == tokens.shape:
+            self.previous.copy_(tokens)
+        else:
+            self.previous = tokens.clone()
+
+    def previous_input(self):
+        """previous= for a one-frame chunk after the committed frames (None: the model reads none)."""
+        return self.previous[:, None] if self.model.cfg.previous_frame else None
 
     @torch.no_grad()
     def prompt(self, tokens: torch.Tensor, actions: torch.Tensor | None = None) -> None:
@@ -144,6 +160,7 @@ class Rollout:
         if actions is None:
             actions = torch.zeros(B, T0 - 1, dtype=torch.long, device=tokens.device)
         self.frame_index = T0
+        self._keep_previous(tokens[:, -1])
         if not self.use_cache:
             start = torch.full((B, 1), -1, dtype=torch.long, device=tokens.device)
             self.history.tensors = None
@@ -169,6 +186,7 @@ class Rollout:
         fresh.pos = self.frame_index - T0  # RoPE is relative: align the prompt's last frame with the others'
         self.model(tokens, actions, fresh, commit=True, start=True)
         self.cache.merge_rows(rows, fresh, self.model.tokens_per_frame)
+        self._keep_previous(tokens[:, -1], rows)
 
     @torch.no_grad()
     def step(
@@ -186,21 +204,27 @@ class Rollout:
             seq = torch.cat([history, frame[:, None]], dim=1)
             acts = torch.cat([history_actions, actions[:, None]], dim=1)
             start = bool((acts[:, 0] < 0).all())
-            return model(seq, acts[:, 1:] if start else acts, start=start)[:, -1]
+            # The oldest frame kept is past the receptive field: MASK before it changes nothing.
+            previous = model.previous_of(seq) if model.cfg.previous_frame else None
+            return model(seq, acts[:, 1:] if start else acts, start=start, previous=previous)[:, -1]
 
         tokens = sample_frame_keyed(logits_fn, keys, self.N, model.mask_id, steps, temperature)
         self.history.push(tokens[:, None], actions[:, None])
+        self._keep_previous(tokens)
         return tokens
 
     def step_keyed(self, actions: torch.Tensor, keys: torch.Tensor, steps: int, temperature: float):
         """The cached step with the noise of `keys` (B,). On the ring: fixed shapes, no host sync, no
         Python state read from the device (what a captured step runs). The host-side frame counter is
         advanced by the caller (`step` does it; a captured step is wrapped by genie.world.World)."""
-        model, cache = self.model, self.cache
+        model, cache, previous = self.model, self.cache, self.previous_input()
 
         def logits_fn(frame):
-            return model(frame[:, None], actions[:, None], cache, commit=False, start=False)[:, 0]
+            return model(
+                frame[:, None], actions[:, None], cache, commit=False, start=False, previous=previous
+            )[:, 0]
 
         tokens = sample_frame_keyed(logits_fn, keys, self.N, model.mask_id, steps, temperature)
-        model(tokens[:, None], actions[:, None], cache, commit=True, start=False)
+        model(tokens[:, None], actions[:, None], cache, commit=True, start=False, previous=previous)
+        self._keep_previous(tokens)
         return tokens

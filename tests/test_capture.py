@@ -17,22 +17,24 @@ from genie.core.errors import GenieValueError
 from genie.world import World, random_world
 
 
-def tiny_dynamics(action_mode: str) -> DynamicsModel:
+def tiny_dynamics(action_mode: str, previous_frame: bool = True) -> DynamicsModel:
     torch.manual_seed(0)
     tok, lam = preset("tokenizer", "tiny"), preset("lam", "tiny")
     cfg = dynamics_preset("tiny", tok, lam)
-    cfg.action_mode = action_mode
+    cfg.action_mode, cfg.previous_frame = action_mode, previous_frame
     model = DynamicsModel(cfg).eval()
     model.set_action_codes(torch.randn(cfg.num_actions, cfg.action_dim))
     return model
 
 
-@pytest.mark.parametrize("action_mode", ["additive", "token"])
+@pytest.mark.parametrize(
+    "action_mode,previous_frame", [("additive", True), ("token", True), ("additive", False)]
+)
 @torch.no_grad()
-def test_ring_cache_computes_the_kv_cache_function(action_mode):
+def test_ring_cache_computes_the_kv_cache_function(action_mode, previous_frame):
     """Same logits and same sampled frames as the growing KV cache, past the point where the ring wraps,
     across a reset of one row."""
-    model = tiny_dynamics(action_mode)
+    model = tiny_dynamics(action_mode, previous_frame)
     cfg, N = model.cfg, model.cfg.grid**2
     B = 3
     tokens = torch.randint(0, cfg.vocab_size, (B, 2, N))
@@ -44,8 +46,10 @@ def test_ring_cache_computes_the_kv_cache_function(action_mode):
     for t in range(cfg.context + 4):  # the ring holds context - 1 frames: it wraps several times
         a = torch.randint(0, cfg.num_actions, (B,))
         probe = torch.randint(0, cfg.vocab_size + 1, (B, N))  # any partially masked frame
-        lp = model(probe[:, None], a[:, None], plain.cache, commit=False)
-        lr = model(probe[:, None], a[:, None], ring.cache, commit=False, start=False)
+        lp = model(probe[:, None], a[:, None], plain.cache, commit=False, previous=plain.previous_input())
+        lr = model(
+            probe[:, None], a[:, None], ring.cache, commit=False, start=False, previous=ring.previous_input()
+        )
         worst = max(worst, float((lp - lr).abs().max()))
         fp = plain.step(a, 4, 1.0, torch.Generator().manual_seed(t))
         fr = ring.step(a, 4, 1.0, torch.Generator().manual_seed(t))

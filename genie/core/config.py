@@ -72,6 +72,12 @@ class DynamicsConfig:
     heads: int = 8
     context: int = 16
     mask_min: float = 0.5  # training mask rate ~ U(mask_min, 1)
+    # Each token of frame t also embeds the token frame t-1 holds at its place (the true one, also in
+    # training, where frame t-1's own input is masked). Without it the first spatial attention of a
+    # masked frame sees only MASK and training reads a masked past: a view that shifts by less than a
+    # token is learned as "the frame changes", not which way (docs/RESULTS.md). False: checkpoints
+    # written before the option.
+    previous_frame: bool = False
     maskgit_steps: int = 25
     temperature: float = 1.0
 
@@ -111,9 +117,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "coinrun": dict(image_size=64, patch=16, d_model=512, depth=8, heads=8, code_dim=32, motion_radius=6),
     },
     "dynamics": {
-        "tiny": dict(d_model=64, depth=2, heads=4, context=8, maskgit_steps=8),
-        "demo": dict(d_model=192, depth=4, heads=6, maskgit_steps=8),
-        "coinrun": dict(d_model=512, depth=12, heads=8, maskgit_steps=25),
+        "tiny": dict(d_model=64, depth=2, heads=4, context=8, maskgit_steps=8, previous_frame=True),
+        "demo": dict(d_model=192, depth=4, heads=6, maskgit_steps=8, previous_frame=True),
+        "coinrun": dict(d_model=512, depth=12, heads=8, maskgit_steps=25, previous_frame=True),
     },
     "reward": {
         "tiny": dict(d_model=64, depth=1, heads=4, termination_from="current"),

@@ -343,6 +343,8 @@ class World:
                 for ring in (self.rollout.cache, self.decoder_cache):
                     for t in [ring.valid, ring.pos, *(x for kv in ring.layers for x in kv)]:
                         torch._dynamo.mark_static_address(t)
+                if self.rollout.previous is not None:  # the last frame's tokens, also updated in place
+                    torch._dynamo.mark_static_address(self.rollout.previous)
             how = {"backend": self.compile_backend} if self.compile_backend is not None else {}
             if not how and cuda:
                 how = {"mode": "reduce-overhead"}
