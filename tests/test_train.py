@@ -249,3 +249,16 @@ def test_a_resumed_world_keeps_the_steps_its_models_started_with(sprite_data, tm
     result = recipes.train_world(sprite_data, tmp_path / "world", resume=True, **kw)
     assert result["info"]["steps_per_model"] == {"tokenizer": 2, "lam": 2, "dynamics": 2}
     assert {k: (runs / k / "trainer.json").stat().st_mtime_ns for k in before} == before
+
+
+def test_eval_world_json_prints_one_json_object_and_nothing_else(tmp_path, capsys):
+    from genie.cli import main
+    from genie.world import random_world
+
+    world = random_world(tmp_path / "w", "tiny")
+    data = write_sprite_dataset(tmp_path / "d", episodes=12, length=12, size=32)
+    assert (
+        main(["eval", "world", "--world", str(world), "--data", str(data), "--windows", "2", "--json"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)  # the confusion table and summary lines stay out of it
+    assert result["windows"] == 2 and "action_use" in result and result["action_agreement"] is not None

@@ -143,7 +143,7 @@ def cmd_eval(args) -> int:
             progress=not args.json,
         )
         agree = result["action_agreement"]
-        if "confusion" in result:
+        if "confusion" in result and not args.json:  # --json prints one JSON object and nothing else
             print(confusion_table(result["confusion"], result["action_agreement_chance"]))
         line = (
             f"world: psnr_t4 {result['psnr_t4']:.2f} dB, delta_psnr_t4 {result['delta_psnr_t4']:.2f} dB, "
@@ -151,13 +151,14 @@ def cmd_eval(args) -> int:
             f"{result['latent_actions_used']} latent actions used, on {result['windows']} {result['split']} windows"
         )
         use = result["action_use"]
-        print(
-            f"action use (teacher-forced, last frame masked): the true action saves "
-            f"{use['ce_gain_nats_per_token']:.4f} nats/token; the dynamics reads the action back in "
-            f"{use['reads_action']:.2f} of {use['windows']} windows (chance {use['reads_action_chance']:.2f})"
-        )
-        if result.get("termination"):
-            print(termination_line(result["termination"]))
+        if not args.json:
+            print(
+                f"action use (teacher-forced, last frame masked): the true action saves "
+                f"{use['ce_gain_nats_per_token']:.4f} nats/token; the dynamics reads the action back in "
+                f"{use['reads_action']:.2f} of {use['windows']} windows (chance {use['reads_action_chance']:.2f})"
+            )
+            if result.get("termination"):
+                print(termination_line(result["termination"]))
     result["seconds"] = time.time() - t0
     result["fit"] = _data_fit(args.data)
     line += f" (frames fitted by {result['fit'] or 'an unrecorded fit'}, genie ingest/collect --fit)"

@@ -133,7 +133,7 @@ PRESETS: dict[str, dict[str, dict]] = {
 # (docs/RESULTS.md, "Ten minutes to a world"); the larger presets keep the original 1000 steps at 3e-4.
 STAGES = ("tokenizer", "lam", "dynamics", "reward")
 TRAIN_DEFAULTS: dict[str, dict] = {
-    "tiny": dict(lr=1e-3, steps=dict(tokenizer=600, lam=400, dynamics=700, reward=300)),
+    "tiny": dict(lr=1e-3, steps=dict(tokenizer=600, lam=400, dynamics=1400, reward=300)),
     "demo": dict(lr=3e-4, steps=dict.fromkeys(STAGES, 1000)),
     "coinrun": dict(lr=3e-4, steps=dict.fromkeys(STAGES, 1000)),
 }
