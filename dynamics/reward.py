@@ -52,8 +52,9 @@ class RewardModel(nn.Module):
 
     def end_probability(self, logit: torch.Tensor) -> torch.Tensor:
         """Termination logits (B,) -> float32 P(the transition ends the episode). The BCE weighted its
-        positives by termination_weight, which multiplies the odds it learns by that weight; this undoes it."""
-        return torch.sigmoid(logit.float() - math.log(self.cfg.termination_weight))
+        positives by termination_weight, which multiplies the odds it learns by that weight; this undoes it,
+        and adds the fitted `end_bias` of a calibrated hazard."""
+        return torch.sigmoid(logit.float() - math.log(self.cfg.termination_weight) + self.cfg.end_bias)
 
     @torch.no_grad()
     def predict(self, tokens: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,3 +83,21 @@ class RewardModel(nn.Module):
             "done_bce": done_loss.detach(),
             "done_acc": done_acc,
         }
+
+
+def fit_end_bias(
+    logits: torch.Tensor, ends: torch.Tensor, weights: torch.Tensor, termination_weight: float
+) -> float:
+    """The b with sum(w * sigmoid(logit - log(termination_weight) + b)) = sum(w * end): the one shift of
+    the log-odds that makes the expected number of ends the real one (bisection; the sum grows with b)."""
+    x = logits.double() - math.log(termination_weight)
+    w, target = weights.double(), float((weights.double() * ends.double()).sum())
+    if target <= 0:
+        raise GenieValueError(
+            "No episode ends in these transitions: the hazard cannot be calibrated on them."
+        )
+    lo, hi = -30.0, 30.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if float((w * torch.sigmoid(x + mid)).sum()) < target else (lo, mid)
+    return (lo + hi) / 2

@@ -73,7 +73,7 @@ def test_help_shows_every_default(capsys):
         main(["train", "tokenizer", "--help"])
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "default: the preset's, tokenizer/LAM/dynamics/reward: tiny 600/400/1400/300 at lr 0.001" in text
+    assert "default: the preset's, tokenizer/LAM/dynamics/reward: tiny 600/400/1400/1500 at lr 0.001" in text
     assert "demo 1000 at lr 0.0003" in text and "(default: 8)" in text
     for parser in _parsers(build_parser()):
         if parser.prog == "genie bench":

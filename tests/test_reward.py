@@ -148,3 +148,33 @@ def test_a_hazard_head_reads_the_end_from_frame_t_and_imagination_draws_it(hazar
         assert (runs[0] == runs[1]).all()  # the same seed draws the same ends
         ends[name] = runs[0].mean()
     assert ends["end cell"] >= 0.7 and ends["elsewhere"] <= 0.2, ends
+
+
+def test_calibrating_the_hazard_makes_the_expected_ends_the_real_ones(hazard):
+    import copy
+
+    from dynamics.reward import fit_end_bias
+    from genie.core.errors import GenieValueError
+    from genie.train.evaluate import _termination_transitions, calibrate_hazard
+
+    data, tok, reward = hazard
+    ds = VideoDataset(data)
+
+    def expected_and_true(model):
+        logit, _, t, weight, _, n_ends, _ = _termination_transitions(
+            tok, model, ds, "train", 4000, 64, 0, "cpu"
+        )
+        return float((model.end_probability(logit).double() * weight).sum()), n_ends
+
+    fitted = []
+    for shift in (0.0, -3.0):  # -3: a head three nats less sure of every end (an under-trained one)
+        model = copy.deepcopy(reward)
+        model.head.bias.data[1] += shift
+        fit = calibrate_hazard(model, tok, data)
+        expected, true = expected_and_true(model)
+        assert fit["true_ends"] == true > 0 and expected == pytest.approx(true, rel=1e-6)
+        fitted.append(model.cfg.end_bias)
+    assert fitted[1] - fitted[0] == pytest.approx(3.0, abs=1e-4)  # the shift is undone exactly
+    assert reward.cfg.end_bias == 0.0  # the fixture's own model was not touched
+    with pytest.raises(GenieValueError, match="No episode ends"):
+        fit_end_bias(torch.zeros(4), torch.zeros(4), torch.ones(4), 10.0)

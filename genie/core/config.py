@@ -95,6 +95,10 @@ class RewardConfig:
     # end. "next": frames t and t+1, thresholded (checkpoints written before the option). Envs such as
     # VizDoom return a black frame at the end, which "next" learns to detect and a dream never draws.
     termination_from: str = "next"
+    # Added to a hazard's log-odds ("current"): fitted after training on the train split's transitions so
+    # the expected number of ends matches the real one (`calibrate_hazard`; a short training leaves the
+    # head under-confident, and a dream that rarely ends teaches nothing about dying). 0: not fitted.
+    end_bias: float = 0.0
 
 
 PRESETS: dict[str, dict[str, dict]] = {
@@ -133,7 +137,7 @@ PRESETS: dict[str, dict[str, dict]] = {
 # (docs/RESULTS.md, "Ten minutes to a world"); the larger presets keep the original 1000 steps at 3e-4.
 STAGES = ("tokenizer", "lam", "dynamics", "reward")
 TRAIN_DEFAULTS: dict[str, dict] = {
-    "tiny": dict(lr=1e-3, steps=dict(tokenizer=600, lam=400, dynamics=1400, reward=300)),
+    "tiny": dict(lr=1e-3, steps=dict(tokenizer=600, lam=400, dynamics=1400, reward=1500)),
     "demo": dict(lr=3e-4, steps=dict.fromkeys(STAGES, 1000)),
     "coinrun": dict(lr=3e-4, steps=dict.fromkeys(STAGES, 1000)),
 }

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dynamics.reward import fit_end_bias
 from genie.checkpoint import load_model
 from genie.core.errors import GenieValueError
 from genie.core.frames import to_float
@@ -218,6 +219,36 @@ def evaluate_termination(
     if not ds.has_rewards:
         return None
     split = "val" if ds.split_episodes("val") else "all"
+    logit, decided, t, weight, mse, n_ends, n_all = _termination_transitions(
+        world.tokenizer, model, ds, split, transitions, batch_size, seed, world.device
+    )
+    p = model.end_probability(logit).double()
+    hazard = model.cfg.termination_from == "current"
+    fired = p if hazard else decided  # P(the rule says "ended") per transition
+    tp, predicted = float((fired * weight)[t].sum()), float((fired * weight).sum())
+    pos, neg = p[t], p[~t]
+    auc = (
+        float((pos[:, None] > neg[None]).double().mean() + 0.5 * (pos[:, None] == neg[None]).double().mean())
+        if len(pos) and len(neg)
+        else None
+    )
+    return {
+        "termination_from": model.cfg.termination_from,
+        "precision": tp / predicted if predicted > 0 else None,
+        "recall": tp / n_ends if n_ends else None,
+        "auc": auc,
+        "predicted_ends": predicted,
+        "true_ends": n_ends,
+        "transitions": n_all,
+        "reward_mse": mse,
+        "split": split,
+    }
+
+
+@torch.no_grad()
+def _termination_transitions(tokenizer, model, ds, split, transitions, batch_size, seed, device):
+    """Every ending transition of `split` and a sample of the others, weighted back to their number:
+    -> (termination logits, "logit > 0", is-end, weights, reward mse, ends, transitions in the split)."""
     ends, rest = [], []  # (episode, t) of each transition, read from the small terminated arrays
     for e in ds.split_episodes(split):
         ep = ds.episode(e)
@@ -232,35 +263,33 @@ def evaluate_termination(
         len(rest), size=min(len(rest), max(transitions - len(ends), 0)), replace=False
     )
     items = [ds.read_window(e, t, 2) for e, t in ends + [rest[int(i)] for i in sorted(keep)]]
-    probs, decided, sq_err = [], [], []
+    logits, sq_err = [], []
     for chunk in _batches(items, batch_size):
-        frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(world.device)
-        tokens = world.tokenizer.encode(frames).flatten(2)  # each transition as its own 2-frame clip
+        frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(device)
+        tokens = tokenizer.encode(frames).flatten(2)  # each transition as its own 2-frame clip
         reward, logit = model(tokens)
-        probs.append(model.end_probability(logit).cpu())
-        decided.append((logit > 0).cpu())
+        logits.append(logit.float().cpu())
         sq_err.append((reward.float().cpu() - torch.tensor([float(w["rewards"][0]) for w in chunk])) ** 2)
-    p, t = torch.cat(probs).double(), torch.zeros(len(items), dtype=torch.bool)
+    logit, t = torch.cat(logits), torch.zeros(len(items), dtype=torch.bool)
     t[: len(ends)] = True
     weight = torch.ones(len(items), dtype=torch.float64)
     weight[len(ends) :] = len(rest) / max(len(keep), 1)
-    hazard = model.cfg.termination_from == "current"
-    fired = p if hazard else torch.cat(decided).double()  # P(the rule says "ended") per transition
-    tp, predicted = float((fired * weight)[t].sum()), float((fired * weight).sum())
-    pos, neg = p[t], p[~t]
-    auc = (
-        float((pos[:, None] > neg[None]).double().mean() + 0.5 * (pos[:, None] == neg[None]).double().mean())
-        if len(pos) and len(neg)
-        else None
+    mse = float(torch.cat(sq_err).mean())
+    return logit, (logit > 0).double(), t, weight, mse, len(ends), len(ends) + len(rest)
+
+
+def calibrate_hazard(model, tokenizer, data, transitions: int = 4000, seed: int = 0, device="cpu") -> dict:
+    """Fit a hazard head's `end_bias` on the train split (every end, a weighted sample of the rest) so
+    its expected number of ends is the real one. Sets model.cfg.end_bias; returns what it fitted on."""
+    ds = data if isinstance(data, VideoDataset) else VideoDataset(data)
+    logit, _, t, weight, _, n_ends, n_all = _termination_transitions(
+        tokenizer, model, ds, "train", transitions, 64, seed, device
     )
+    before = float((model.end_probability(logit).double() * weight).sum())
+    model.cfg.end_bias = fit_end_bias(logit, t, weight, model.cfg.termination_weight)
     return {
-        "termination_from": model.cfg.termination_from,
-        "precision": tp / predicted if predicted > 0 else None,
-        "recall": tp / len(ends) if ends else None,
-        "auc": auc,
-        "predicted_ends": predicted,
-        "true_ends": len(ends),
-        "transitions": len(ends) + len(rest),
-        "reward_mse": float(torch.cat(sq_err).mean()),
-        "split": split,
+        "end_bias": model.cfg.end_bias,
+        "expected_ends_before": before,
+        "true_ends": n_ends,
+        "transitions": n_all,
     }

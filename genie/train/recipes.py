@@ -32,6 +32,7 @@ from genie.core.frames import to_float
 from genie.core.io import OutputLock, writing
 from genie.data import VideoDataset, WindowDataset
 from genie.train import encoders
+from genie.train.evaluate import calibrate_hazard
 from genie.train.loop import TrainConfig, train
 from genie.train.metrics import fit_action_mapping
 from genie.world import save_world
@@ -363,6 +364,8 @@ def train_world(
             tokenizer=tok,
             **{k: v for k, v in common.items() if k != "context"},  # transitions: always 2 frames
         )["model"]
+        if reward.cfg.termination_from == "current":  # expected ends = real ends on the train split
+            calibration = calibrate_hazard(reward, tok, ds, device=next(reward.parameters()).device)
     info = {
         "env_id": ds.meta.get("env_id"),
         "env_kwargs": ds.meta.get("env_kwargs") or {},
@@ -377,6 +380,8 @@ def train_world(
         "data": str(getattr(ds, "root", data)),
         "actions": actions,
     }
+    if reward is not None and reward.cfg.termination_from == "current":
+        info["termination_calibration"] = calibration
     staged = runs / "prompts"  # written beside the runs; the world's swap commits them with the models
     if staged.exists():
         shutil.rmtree(staged)
