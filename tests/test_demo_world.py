@@ -1,5 +1,6 @@
 """The shipped worlds (genie/assets/worlds/<name>): they load, step, carry checksums, and their keys control
-what the game's actions move. The default (DEMO_WORLD) is the Breakout world."""
+what the game's actions move. The default (DEMO_WORLD) is the Breakout world; `doom` is VizDoom
+HealthGathering, whose turn keys turn the view."""
 
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ from envs.genie_env import DEFAULT_WORLD, DEMO_WORLD
 from genie.world import World
 from genie.world.folder import SHIPPED_WORLDS, read_world, shipped_worlds
 
-WORLDS = ("breakout",)
+WORLDS = ("breakout", "doom")
 
 
 @pytest.fixture(scope="module", params=WORLDS)
@@ -100,3 +101,32 @@ def test_genie_v0_uses_the_demo_world_by_default_and_others_by_name():
     obs2, reward, terminated, truncated, _ = env.step(env.action_space.sample())
     assert obs2.shape == obs.shape and isinstance(reward, float)
     env.close()
+
+
+def _view_shift(a: np.ndarray, b: np.ndarray, r: int = 12) -> int:
+    """The horizontal shift s (px) that best maps frame b onto frame a (mean |a[x] - b[x - s]|, rows 8-56
+    of the 64x64 grey frames): > 0 when the view content moved right, as after a left turn."""
+    a, b = a[8:56].astype(np.float32).mean(-1), b[8:56].astype(np.float32).mean(-1)
+    W = a.shape[1]
+    errs = [
+        np.abs(a[:, s:] - b[:, : W - s]).mean() if s >= 0 else np.abs(a[:, : W + s] - b[:, -s:]).mean()
+        for s in range(-r, r + 1)
+    ]
+    return int(np.argmin(errs)) - r
+
+
+def test_doom_turn_keys_turn_the_imagined_view_the_way_the_game_does():
+    """Held for 6 steps from every shipped prompt: TURN_LEFT moves the view content right (the real game:
+    about +6 px a step at frame skip 4), TURN_RIGHT left, NOOP not at all."""
+    doom = World.load("doom", device="cpu")
+    mean = {}
+    for name in ("TURN_LEFT", "TURN_RIGHT", "NOOP"):
+        shifts = []
+        for prompt in range(len(doom.info["prompts"])):
+            first, frames = _rollout(
+                doom, _latent(doom, name), seed=prompt, steps=6, prompt=prompt, with_first=True
+            )
+            seq = np.concatenate([first[None], frames])
+            shifts += [_view_shift(seq[t + 1], seq[t]) for t in range(6)]
+        mean[name] = float(np.mean(shifts))
+    assert mean["TURN_LEFT"] > 2.0 and mean["TURN_RIGHT"] < -2.0 and abs(mean["NOOP"]) < 1.0, mean
