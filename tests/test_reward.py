@@ -161,9 +161,7 @@ def test_calibrating_the_hazard_makes_the_expected_ends_the_real_ones(hazard):
     ds = VideoDataset(data)
 
     def expected_and_true(model):
-        logit, _, t, weight, _, n_ends, _ = _termination_transitions(
-            tok, model, ds, "train", 4000, 64, 0, "cpu"
-        )
+        logit, t, weight, _, n_ends, _ = _termination_transitions(tok, model, ds, "train", 4000, 64, 0, "cpu")
         return float((model.end_probability(logit).double() * weight).sum()), n_ends
 
     fitted = []

@@ -143,15 +143,15 @@ def cmd_eval(args) -> int:
             progress=not args.json,
         )
         agree = result["action_agreement"]
-        if "confusion" in result and not args.json:  # --json prints one JSON object and nothing else
-            print(confusion_table(result["confusion"], result["action_agreement_chance"]))
         line = (
             f"world: psnr_t4 {result['psnr_t4']:.2f} dB, delta_psnr_t4 {result['delta_psnr_t4']:.2f} dB, "
             f"action agreement {'n/a' if agree is None else f'{agree:.2f}'}, "
             f"{result['latent_actions_used']} latent actions used, on {result['windows']} {result['split']} windows"
         )
         use = result["action_use"]
-        if not args.json:
+        if not args.json:  # --json prints one JSON object and nothing else
+            if "confusion" in result:
+                print(confusion_table(result["confusion"], result["action_agreement_chance"]))
             print(
                 f"action use (teacher-forced, last frame masked): the true action saves "
                 f"{use['ce_gain_nats_per_token']:.4f} nats/token; the dynamics reads the action back in "

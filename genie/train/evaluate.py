@@ -219,12 +219,12 @@ def evaluate_termination(
     if not ds.has_rewards:
         return None
     split = "val" if ds.split_episodes("val") else "all"
-    logit, decided, t, weight, mse, n_ends, n_all = _termination_transitions(
+    logit, t, weight, mse, n_ends, n_all = _termination_transitions(
         world.tokenizer, model, ds, split, transitions, batch_size, seed, world.device
     )
     p = model.end_probability(logit).double()
     hazard = model.cfg.termination_from == "current"
-    fired = p if hazard else decided  # P(the rule says "ended") per transition
+    fired = p if hazard else (logit > 0).double()  # P(the rule says "ended") per transition
     tp, predicted = float((fired * weight)[t].sum()), float((fired * weight).sum())
     pos, neg = p[t], p[~t]
     auc = (
@@ -248,7 +248,7 @@ def evaluate_termination(
 @torch.no_grad()
 def _termination_transitions(tokenizer, model, ds, split, transitions, batch_size, seed, device):
     """Every ending transition of `split` and a sample of the others, weighted back to their number:
-    -> (termination logits, "logit > 0", is-end, weights, reward mse, ends, transitions in the split)."""
+    -> (termination logits, is-end, weights, reward mse, ends, transitions in the split)."""
     ends, rest = [], []  # (episode, t) of each transition, read from the small terminated arrays
     for e in ds.split_episodes(split):
         ep = ds.episode(e)
@@ -275,14 +275,14 @@ def _termination_transitions(tokenizer, model, ds, split, transitions, batch_siz
     weight = torch.ones(len(items), dtype=torch.float64)
     weight[len(ends) :] = len(rest) / max(len(keep), 1)
     mse = float(torch.cat(sq_err).mean())
-    return logit, (logit > 0).double(), t, weight, mse, len(ends), len(ends) + len(rest)
+    return logit, t, weight, mse, len(ends), len(ends) + len(rest)
 
 
 def calibrate_hazard(model, tokenizer, data, transitions: int = 4000, seed: int = 0, device="cpu") -> dict:
     """Fit a hazard head's `end_bias` on the train split (every end, a weighted sample of the rest) so
     its expected number of ends is the real one. Sets model.cfg.end_bias; returns what it fitted on."""
     ds = data if isinstance(data, VideoDataset) else VideoDataset(data)
-    logit, _, t, weight, _, n_ends, n_all = _termination_transitions(
+    logit, t, weight, _, n_ends, n_all = _termination_transitions(
         tokenizer, model, ds, "train", transitions, 64, seed, device
     )
     before = float((model.end_probability(logit).double() * weight).sum())

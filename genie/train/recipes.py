@@ -352,7 +352,7 @@ def train_world(
         **common,
     )
     dyn = dyn_summary["model"]
-    reward = None
+    reward = calibration = None
     if ds.has_rewards and ds.has_actions:  # recorded from an env: learn its rewards and terminations
         reward = _stage(
             train_reward,
@@ -380,7 +380,7 @@ def train_world(
         "data": str(getattr(ds, "root", data)),
         "actions": actions,
     }
-    if reward is not None and reward.cfg.termination_from == "current":
+    if calibration is not None:
         info["termination_calibration"] = calibration
     staged = runs / "prompts"  # written beside the runs; the world's swap commits them with the models
     if staged.exists():
