@@ -31,7 +31,7 @@ from genie.world import World
 from genie.world.folder import SHIPPED_WORLDS
 
 # The world python play.py and gym.make("Genie-v0") open when none is given; others: --world NAME or a folder.
-DEFAULT_WORLD = "breakout"
+DEFAULT_WORLD = "doom"  # VizDoom HealthGathering, latent actions; "breakout" ships beside it
 DEMO_WORLD = SHIPPED_WORLDS / DEFAULT_WORLD
 
 

@@ -1,6 +1,6 @@
 """The shipped worlds (genie/assets/worlds/<name>): they load, step, carry checksums, and their keys control
-what the game's actions move. The default (DEMO_WORLD) is the Breakout world; `doom` is VizDoom
-HealthGathering, whose turn keys turn the view."""
+what the game's actions move. The default (DEMO_WORLD) is `doom`, VizDoom HealthGathering learned with
+latent actions, whose turn keys turn the view; `breakout` ships beside it."""
 
 import json
 from pathlib import Path
@@ -41,7 +41,7 @@ def _latent(world, name: str) -> int:
 
 
 def test_the_shipped_worlds_fit_the_budget_and_ship_prompts_and_cards():
-    assert set(WORLDS) <= set(shipped_worlds()) and DEFAULT_WORLD == "breakout"
+    assert set(WORLDS) <= set(shipped_worlds()) and DEFAULT_WORLD == "doom"
     for name in WORLDS:
         folder = SHIPPED_WORLDS / name
         assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) <= 12 * 1024 * 1024, name
@@ -93,10 +93,12 @@ def test_breakout_keys_control_the_paddle(breakout):
 def test_genie_v0_uses_the_demo_world_by_default_and_others_by_name():
     env = gym.make("Genie-v0")
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (64, 64, 3) and env.unwrapped.world.info["env_id"] == "ALE/Breakout-v5"
-    assert DEMO_WORLD == SHIPPED_WORLDS / "breakout"
+    default = env.unwrapped.world.info
+    assert obs.shape == (64, 64, 3) and default["env_id"] == "VizdoomHealthGathering-v1"
+    assert default["actions"] == "latent" and DEMO_WORLD == SHIPPED_WORLDS / "doom"
     named = gym.make("Genie-v0", world="breakout")
-    assert named.unwrapped.world.info["path"] == str(DEMO_WORLD)
+    assert named.unwrapped.world.info["env_id"] == "ALE/Breakout-v5"
+    assert named.unwrapped.world.info["path"] == str(SHIPPED_WORLDS / "breakout")
     named.close()
     obs2, reward, terminated, truncated, _ = env.step(env.action_space.sample())
     assert obs2.shape == obs.shape and isinstance(reward, float)

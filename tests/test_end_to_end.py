@@ -85,6 +85,9 @@ def test_bench_rl_and_sb3_end_to_end(tmp_path):
         mean, std = result[f"{who}_mean"], result[f"{who}_std"]
         assert isinstance(mean, float) and isinstance(std, float)
         assert 0.0 <= mean <= 30.0 and std >= 0.0  # Breakout pays >= 0, at most a point a step here
+        assert len(result[f"{who}_returns"]) == 2 and np.mean(result[f"{who}_returns"]) == pytest.approx(mean)
+    lo, hi = result["difference_ci95"]
+    assert lo <= result["difference"] <= hi
     assert rl_eval(0) == result  # fixed episode seeds: the same figures again
 
     # --- SB3 PPO on the Gymnasium env: the world never ends an episode, so each lasts max_episode_steps ---

@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -130,3 +131,16 @@ def test_bench_ppo_phase_reports_env_steps_per_second(tmp_path):
     row = bench.ppo_phase(world, prompt, num_envs=4, maskgit_steps=1, updates=1, num_steps=4)
     assert row["steps"] == 16 and row["env_steps_per_s"] > 0
     assert math.isclose(row["env_steps_per_s"], 16 / row["seconds"])
+
+
+def test_compare_returns_gives_the_ratio_and_a_bootstrap_interval_that_excludes_zero_only_for_a_real_gap():
+    rng = np.random.default_rng(0)
+    better, base = rng.normal(300, 50, 30), rng.normal(200, 50, 30)
+    gap = ppo.compare_returns(better, base, seed=1)
+    assert gap["ratio"] == pytest.approx(better.mean() / base.mean())
+    assert gap["difference"] == pytest.approx(better.mean() - base.mean())
+    lo, hi = gap["difference_ci95"]
+    assert 0 < lo < gap["difference"] < hi  # about 100 +- 25: zero is outside
+    same = ppo.compare_returns(base[:15], base[15:], seed=1)["difference_ci95"]
+    assert same[0] < 0 < same[1]
+    assert ppo.compare_returns([1.0], [0.0, 0.0])["ratio"] is None  # no ratio over a zero baseline

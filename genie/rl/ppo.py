@@ -380,5 +380,28 @@ def evaluate_real(
                 done, steps = terminated or truncated, steps + 1
             returns.append(total)
         results[f"{name}_mean"], results[f"{name}_std"] = float(np.mean(returns)), float(np.std(returns))
+        results[f"{name}_returns"] = returns
     env.close()
-    return {**results, "episodes": episodes, "env_id": env_id}
+    return {
+        **results,
+        **compare_returns(results["policy_returns"], results["random_returns"], seed),
+        "episodes": episodes,
+        "env_id": env_id,
+    }
+
+
+def compare_returns(policy, random, seed: int = 0, resamples: int = 10_000) -> dict:
+    """The policy's mean return over the random one's (`ratio`; None when random's mean is not > 0), their
+    difference, and a bootstrap 95% interval of the difference: episodes resampled with replacement within
+    each player, `resamples` times, seeded."""
+    p, r = np.asarray(policy, np.float64), np.asarray(random, np.float64)
+    rng = np.random.default_rng(seed)
+    diffs = p[rng.integers(0, len(p), (resamples, len(p)))].mean(1) - r[
+        rng.integers(0, len(r), (resamples, len(r)))
+    ].mean(1)
+    lo, hi = np.quantile(diffs, [0.025, 0.975])
+    return {
+        "ratio": float(p.mean() / r.mean()) if r.mean() > 0 else None,
+        "difference": float(p.mean() - r.mean()),
+        "difference_ci95": [float(lo), float(hi)],
+    }

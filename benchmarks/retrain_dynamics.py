@@ -1,0 +1,77 @@
+"""Keep a world's tokenizer, train its dynamics and reward model anew on other data (recorded actions).
+
+A tokenizer learns frames only, so a world whose actions were recorded wrongly (Atari's sticky actions)
+keeps its tokenizer and retrains what reads actions. The shipped Breakout world was rebuilt so:
+
+    python benchmarks/retrain_dynamics.py --world breakout --data data/breakout64h --preset demo \
+        --dynamics-steps 1000 --reward-steps 1000 --out worlds/breakout_honest
+
+Ends with one line: the steps, the minutes and the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from genie.data import VideoDataset
+from genie.train.evaluate import calibrate_hazard
+from genie.train.recipes import save_prompts, train_dynamics, train_reward
+from genie.world.folder import read_world, save_world
+
+PLAY = ("env_id", "fit", "real_num_actions", "maskgit_steps", "temperature")  # kept from the old world
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--world", required=True, help="world folder or shipped name whose tokenizer is kept")
+    p.add_argument("--data", required=True, help="dataset recorded with `genie collect` (actions, rewards)")
+    p.add_argument("--preset", default="demo", help="dynamics and reward preset (default: demo)")
+    p.add_argument("--dynamics-steps", type=int, default=1000)
+    p.add_argument("--reward-steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="new world folder (its train/ keeps the runs)")
+    args = p.parse_args()
+    start, out, ds = time.time(), Path(args.out), VideoDataset(args.data)
+    old, models = read_world(args.world)
+    tok = models["tokenizer"].float()
+    common = dict(preset_name=args.preset, lr=args.lr, seed=args.seed)
+    dyn = train_dynamics(ds, tok, None, out / "train" / "dynamics", steps=args.dynamics_steps, **common)[
+        "model"
+    ]
+    reward = train_reward(ds, tok, out / "train" / "reward", steps=args.reward_steps, **common)["model"]
+    names = ds.meta.get("action_names") or [str(i) for i in range(int(ds.meta["num_actions"]))]
+    identity = list(range(len(names)))
+    info = {k: old[k] for k in PLAY if k in old}
+    info.update(
+        env_id=ds.meta.get("env_id") or old.get("env_id"),
+        env_kwargs=ds.meta.get("env_kwargs") or {},
+        preset=args.preset,
+        data=str(args.data),
+        actions="recorded",
+        steps_per_model={"dynamics": args.dynamics_steps, "reward": args.reward_steps},
+        termination_calibration=calibrate_hazard(reward, tok, ds, device="cpu"),
+        action_mapping={
+            "real_action_names": list(names),
+            "latent_for_real": identity,
+            "real_for_latent": identity,
+            "fit_transitions": 0,
+        },
+    )
+    info["prompts"] = save_prompts(ds, out / "train" / "prompts")
+    with torch.no_grad():
+        save_world(
+            out, tok.cpu(), dyn.cpu(), None, info, reward=reward.cpu(), prompts=out / "train" / "prompts"
+        )
+    minutes = (time.time() - start) / 60
+    print(
+        f"retrained dynamics {args.dynamics_steps} and reward {args.reward_steps} steps in {minutes:.1f} min -> {out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
