@@ -42,6 +42,15 @@ def test_measured_peak_is_the_best_of_its_rows():
     assert machine["square"]["shape"] == [1, 64, 64, 64] and machine["dtype"] == "float32"
 
 
+def test_a_peak_that_moved_during_the_run_warns_and_keeps_the_faster_rate():
+    end = {"square": {"shape": [1, 512, 512, 512], "gflops": 20.0}, "peak_gflops": 25.0}
+    busy = peak.with_start(end, start_gflops=170.0)
+    assert busy["peak_gflops"] == 170.0 and busy["square_at_start_gflops"] == 170.0
+    assert "busy" in busy["warning"] and "170.0 to 20.0" in busy["warning"]
+    steady = peak.with_start(end, start_gflops=21.0)
+    assert steady["warning"] is None and steady["peak_gflops"] == 25.0
+
+
 def test_utilization_row_and_table():
     row = peak.utilization("cache on", frames_per_s=20.0, flops_per_frame=2.5e9, peak_gflops=200.0)
     assert row["achieved_gflops"] == 50.0 and row["fraction_of_peak"] == 0.25

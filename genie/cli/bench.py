@@ -294,6 +294,10 @@ def _run(args) -> int:
         f"on {device}, {torch.get_num_threads()} threads"
     )
 
+    dtype = next(world.dynamics.parameters()).dtype
+    n = peak.SQUARE.get(world.device.type, peak.SQUARE["cuda"])
+    start_gflops = peak.matmul_gflops((1, n, n, n), dtype, world.device)  # checked against the end's
+
     single, counted = [], {}
     for use_cache, compiled in [(True, False), (False, False)] + ([(True, True)] if args.compile else []):
         r = single_stream(
@@ -328,10 +332,11 @@ def _run(args) -> int:
             f"({rl['updates']} updates of {rl['num_steps']} steps, rollout + policy + update)"
         )
 
-    dtype = next(world.dynamics.parameters()).dtype
-    machine = peak.measure_peak(world.device, dtype, counted["matmul_shapes"])
+    machine = peak.with_start(peak.measure_peak(world.device, dtype, counted["matmul_shapes"]), start_gflops)
     util = utilization_rows(single, batch, train, counted["flops"], machine["peak_gflops"], args.compile)
     log(f"  {peak.describe_peak(machine)}")
+    if machine["warning"]:
+        log(f"  warning: {machine['warning']}")
 
     ratio = single[0]["fps"] / single[1]["fps"]
     best = max(batch, key=lambda r: r["env_steps_per_s"]) if batch else None
@@ -371,6 +376,8 @@ def _run(args) -> int:
         print(f"{'ppo, ' + str(rl['num_envs']) + ' envs':<22}{rl['env_steps_per_s']:>12.1f} env-steps/s")
     print()
     print(peak.format_table(util, machine))
+    if machine["warning"]:
+        print(f"warning: {machine['warning']}")
     compiled = f", {single[2]['fps']:.1f} compiled" if args.compile else ""
     print(
         f"summary: {name}: {single[0]['fps']:.1f} frames/s cached, {single[1]['fps']:.1f} uncached "
@@ -378,6 +385,7 @@ def _run(args) -> int:
         f"{best['env_steps_per_s'] if best else 0:.0f} env-steps/s; training {train['frames_per_s']:.0f} frames/s; "
         f"{'ppo ' + format(rl['env_steps_per_s'], '.0f') + ' env-steps/s; ' if rl else ''}"
         f"default path at {100 * util[0]['fraction_of_peak']:.1f}% of peak"
+        f"{' (machine busy: rerun)' if machine['warning'] else ''}"
     )
     return 0
 

@@ -135,6 +135,28 @@ def measure_peak(device, dtype, model_shapes: Counter | None = None, top: int = 
     }
 
 
+def with_start(peak: dict, start_gflops: float, tolerance: float = 0.25) -> dict:
+    """The peak measured at the end of a run, joined with the square-size rate measured at its start.
+    A machine whose rate moved by more than `tolerance` between the two was shared or throttled while the
+    paths were timed: the peak becomes the faster of the two (a fraction above 100% cannot come from a
+    slow end), and `warning` says so; otherwise `warning` is None."""
+    end = peak["square"]["gflops"]
+    moved = abs(end - start_gflops) / max(end, start_gflops)
+    warning = None
+    if moved > tolerance:
+        warning = (
+            f"the {peak['square']['shape'][1]}^3 matmul rate moved from {start_gflops:.1f} to {end:.1f} "
+            f"GFLOP/s during the run: the machine was busy, so its fractions of peak are unreliable; rerun "
+            f"it on an idle machine"
+        )
+    return {
+        **peak,
+        "square_at_start_gflops": start_gflops,
+        "peak_gflops": max(peak["peak_gflops"], start_gflops),
+        "warning": warning,
+    }
+
+
 def utilization(path: str, frames_per_s: float, flops_per_frame: float, peak_gflops: float) -> dict:
     """One row of the table: achieved GFLOP/s (frames/s x counted FLOPs per frame) over the peak."""
     achieved = frames_per_s * flops_per_frame / 1e9
