@@ -39,12 +39,17 @@ class RewardModel(nn.Module):
         self.pos = nn.Parameter(torch.zeros(N, D))
         self.transformer = STTransformer(D, cfg.depth, cfg.heads, window=2)
         self.head = nn.Linear(D, 2)  # (reward, termination logit)
+        self.change_emb = nn.Embedding(2, D) if cfg.reads_change else None
         init_weights(self, cfg.depth)
         nn.init.normal_(self.pos, std=0.02)
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, 2, N) of frames t, t+1 -> (reward (B,), termination logit (B,))."""
-        h = self.transformer(self.tok_emb(tokens) + self.pos)  # (B, 2, N, D)
+        x = self.tok_emb(tokens) + self.pos
+        if self.change_emb is not None:  # frame t+1's tokens learn which of them changed; frame t's do not
+            changed = torch.stack([torch.zeros_like(tokens[:, 0]), (tokens[:, 1] != tokens[:, 0]).long()], 1)
+            x = x + self.change_emb(changed)
+        h = self.transformer(x)  # (B, 2, N, D)
         out = self.head(h[:, 1].mean(1))  # frame t+1 has seen both frames
         if self.cfg.termination_from == "current":  # frame t has seen only itself
             return out[:, 0], self.head(h[:, 0].mean(1))[:, 1]
@@ -72,7 +77,9 @@ class RewardModel(nn.Module):
         reward, logit = self(batch["tokens"])
         target_r = batch["rewards"][:, 0].float()
         target_d = batch["terminated"][:, 0].float()
-        reward_loss = F.mse_loss(reward.float(), target_r)
+        # rare nonzero rewards weighted up (cfg.reward_weight), normalised so the loss keeps its scale
+        w = 1.0 + (self.cfg.reward_weight - 1.0) * (target_r != 0).float()
+        reward_loss = (w * (reward.float() - target_r) ** 2).sum() / w.sum()
         pos_weight = torch.tensor(self.cfg.termination_weight, device=logit.device)
         done_loss = F.binary_cross_entropy_with_logits(logit.float(), target_d, pos_weight=pos_weight)
         with torch.no_grad():

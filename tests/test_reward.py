@@ -161,7 +161,9 @@ def test_calibrating_the_hazard_makes_the_expected_ends_the_real_ones(hazard):
     ds = VideoDataset(data)
 
     def expected_and_true(model):
-        logit, t, weight, _, n_ends, _ = _termination_transitions(tok, model, ds, "train", 4000, 64, 0, "cpu")
+        logit, t, weight, _, n_ends, _, _ = _termination_transitions(
+            tok, model, ds, "train", 4000, 64, 0, "cpu"
+        )
         return float((model.end_probability(logit).double() * weight).sum()), n_ends
 
     fitted = []
@@ -176,3 +178,44 @@ def test_calibrating_the_hazard_makes_the_expected_ends_the_real_ones(hazard):
     assert reward.cfg.end_bias == 0.0  # the fixture's own model was not touched
     with pytest.raises(GenieValueError, match="No episode ends"):
         fit_end_bias(torch.zeros(4), torch.zeros(4), torch.ones(4), 10.0)
+
+
+def test_a_reward_on_one_changed_token_is_learned_when_the_head_reads_changes():
+    """The Breakout failure in small: the reward is one token changing among many. The presets' head
+    (reads_change, rare rewards weighted up) ranks rewarded transitions first; the detection report says
+    a flat head is at chance."""
+    from dynamics.reward import RewardModel
+    from genie.core.config import RewardConfig
+    from genie.train.evaluate import _reward_detection
+
+    torch.manual_seed(0)
+    cfg = RewardConfig(
+        grid=4, vocab_size=16, d_model=32, depth=1, heads=4, reward_weight=20.0, reads_change=True
+    )
+    model = RewardModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def batch(n=64):
+        frame = torch.randint(0, 16, (n, 16))
+        nxt = frame.clone()
+        hit = torch.rand(n) < 0.05  # rare, as Breakout's rewards
+        pos = torch.randint(0, 16, (n,))
+        nxt[hit, pos[hit]] = (nxt[hit, pos[hit]] + 1) % 16
+        return {
+            "tokens": torch.stack([frame, nxt], 1),
+            "rewards": hit.float()[:, None],
+            "terminated": torch.zeros(n, 1),
+        }
+
+    for _ in range(150):
+        loss = model.compute_loss(batch())["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = batch(512)
+    with torch.no_grad():
+        predicted, _ = model(test["tokens"])
+    found = _reward_detection(predicted, test["rewards"][:, 0])
+    assert found["reward_auc"] > 0.95 and found["rewarded"] > 5
+    flat = _reward_detection(torch.full((512,), 0.03), test["rewards"][:, 0])
+    assert flat["reward_auc"] == 0.5 and flat["reward_std"] == 0.0

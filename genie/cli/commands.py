@@ -176,7 +176,8 @@ def termination_line(t: dict) -> str:
     return (
         f"termination ({rule}): precision {fmt(t['precision'])}, recall {fmt(t['recall'])}, AUC {fmt(t['auc'])}; "
         f"{t['predicted_ends']:.1f} predicted against {t['true_ends']} real ends in {t['transitions']} "
-        f"{t['split']} transitions; reward mse {t['reward_mse']:.4f}"
+        f"{t['split']} transitions; reward mse {t['reward_mse']:.4f}, AUC {fmt(t.get('reward_auc'))} on "
+        f"{t.get('rewarded', 0)} rewarded, prediction std {t.get('reward_std', 0.0):.4f}"
     )
 
 

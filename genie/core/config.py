@@ -90,6 +90,15 @@ class RewardConfig:
     depth: int = 2
     heads: int = 4
     termination_weight: float = 10.0  # terminations are rare: weight of the positive class in the BCE
+    # Weight of transitions with a nonzero reward in the reward's squared error. Atari rewards are sparse
+    # (Breakout: about 1 transition in 100), and an unweighted error is smallest for a head that predicts
+    # their mean everywhere: the Breakout world's did (0.030 at every imagined step), so PPO in it had
+    # nothing to learn. 1: unweighted (checkpoints written before the option).
+    reward_weight: float = 1.0
+    # Add to each token of frame t+1 a learned embedding of "this token differs from frame t's". A reward
+    # event is often one token (a Breakout brick: 100% of rewarded transitions change a brick-row token,
+    # 9% of the others), which a mean over the frame's tokens dilutes. False: checkpoints before the option.
+    reads_change: bool = False
     # What the termination head reads. "current": frame t only, as a hazard (the probability that the
     # transition t -> t+1 ends the episode), sampled in imagination: a dream needs no death frame to
     # end. "next": frames t and t+1, thresholded (checkpoints written before the option). Envs such as
@@ -100,6 +109,9 @@ class RewardConfig:
     # head under-confident, and a dream that rarely ends teaches nothing about dying). 0: not fitted.
     end_bias: float = 0.0
 
+
+# The presets' reward options (docs/RESULTS.md, "A reward head that sees the reward").
+REWARD_OPTIONS = dict(reward_weight=20.0, reads_change=True)
 
 PRESETS: dict[str, dict[str, dict]] = {
     "tokenizer": {
@@ -126,9 +138,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "coinrun": dict(d_model=512, depth=12, heads=8, maskgit_steps=25, previous_frame=True),
     },
     "reward": {
-        "tiny": dict(d_model=64, depth=1, heads=4, termination_from="current"),
-        "demo": dict(d_model=128, depth=2, heads=4, termination_from="current"),
-        "coinrun": dict(d_model=256, depth=2, heads=8, termination_from="current"),
+        "tiny": dict(d_model=64, depth=1, heads=4, termination_from="current", **REWARD_OPTIONS),
+        "demo": dict(d_model=128, depth=2, heads=4, termination_from="current", **REWARD_OPTIONS),
+        "coinrun": dict(d_model=256, depth=2, heads=8, termination_from="current", **REWARD_OPTIONS),
     },
 }
 

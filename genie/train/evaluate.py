@@ -219,7 +219,7 @@ def evaluate_termination(
     if not ds.has_rewards:
         return None
     split = "val" if ds.split_episodes("val") else "all"
-    logit, t, weight, mse, n_ends, n_all = _termination_transitions(
+    logit, t, weight, mse, n_ends, n_all, rewards = _termination_transitions(
         world.tokenizer, model, ds, split, transitions, batch_size, seed, world.device
     )
     p = model.end_probability(logit).double()
@@ -241,6 +241,7 @@ def evaluate_termination(
         "true_ends": n_ends,
         "transitions": n_all,
         "reward_mse": mse,
+        **_reward_detection(*rewards),
         "split": split,
     }
 
@@ -263,26 +264,42 @@ def _termination_transitions(tokenizer, model, ds, split, transitions, batch_siz
         len(rest), size=min(len(rest), max(transitions - len(ends), 0)), replace=False
     )
     items = [ds.read_window(e, t, 2) for e, t in ends + [rest[int(i)] for i in sorted(keep)]]
-    logits, sq_err = [], []
+    logits, sq_err, predicted, target = [], [], [], []
     for chunk in _batches(items, batch_size):
         frames = torch.from_numpy(np.stack([w["frames"] for w in chunk])).to(device)
         tokens = tokenizer.encode(frames).flatten(2)  # each transition as its own 2-frame clip
         reward, logit = model(tokens)
         logits.append(logit.float().cpu())
-        sq_err.append((reward.float().cpu() - torch.tensor([float(w["rewards"][0]) for w in chunk])) ** 2)
+        predicted.append(reward.float().cpu())
+        target.append(torch.tensor([float(w["rewards"][0]) for w in chunk]))
+        sq_err.append((predicted[-1] - target[-1]) ** 2)
     logit, t = torch.cat(logits), torch.zeros(len(items), dtype=torch.bool)
     t[: len(ends)] = True
     weight = torch.ones(len(items), dtype=torch.float64)
     weight[len(ends) :] = len(rest) / max(len(keep), 1)
     mse = float(torch.cat(sq_err).mean())
-    return logit, t, weight, mse, len(ends), len(ends) + len(rest)
+    return logit, t, weight, mse, len(ends), len(ends) + len(rest), (torch.cat(predicted), torch.cat(target))
+
+
+def _reward_detection(predicted: torch.Tensor, target: torch.Tensor) -> dict:
+    """Does the predicted reward rise where a reward was recorded? The AUC of the prediction, transitions
+    with a nonzero reward against the rest (0.5: no better than chance; None when either is absent), the
+    spread of the prediction (0: a flat head that predicts the mean everywhere), and the count."""
+    hit = target != 0
+    pos, neg = predicted[hit].double(), predicted[~hit].double()
+    auc = None
+    if len(pos) and len(neg):
+        auc = float(
+            (pos[:, None] > neg[None]).double().mean() + 0.5 * (pos[:, None] == neg[None]).double().mean()
+        )
+    return {"reward_auc": auc, "reward_std": float(predicted.double().std()), "rewarded": int(hit.sum())}
 
 
 def calibrate_hazard(model, tokenizer, data, transitions: int = 4000, seed: int = 0, device="cpu") -> dict:
     """Fit a hazard head's `end_bias` on the train split (every end, a weighted sample of the rest) so
     its expected number of ends is the real one. Sets model.cfg.end_bias; returns what it fitted on."""
     ds = data if isinstance(data, VideoDataset) else VideoDataset(data)
-    logit, t, weight, _, n_ends, n_all = _termination_transitions(
+    logit, t, weight, _, n_ends, n_all, _ = _termination_transitions(
         tokenizer, model, ds, "train", transitions, 64, seed, device
     )
     before = float((model.end_probability(logit).double() * weight).sum())
