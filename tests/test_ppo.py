@@ -141,6 +141,11 @@ def test_compare_returns_gives_the_ratio_and_a_bootstrap_interval_that_excludes_
     assert gap["difference"] == pytest.approx(better.mean() - base.mean())
     lo, hi = gap["difference_ci95"]
     assert 0 < lo < gap["difference"] < hi  # about 100 +- 25: zero is outside
+    # its half-width is the normal one, 1.96 standard errors of the difference (a 90% interval, or the same
+    # resampled indices for both players, would miss this)
+    se = np.sqrt(better.var() / len(better) + base.var() / len(base))
+    assert (hi - lo) / 2 == pytest.approx(1.96 * se, rel=0.15)
+    assert ppo.compare_returns([5.0], [1.0, 2.0])["difference_ci95"] is None  # one episode: no interval
     same = ppo.compare_returns(base[:15], base[15:], seed=1)["difference_ci95"]
     assert same[0] < 0 < same[1]
     assert ppo.compare_returns([1.0], [0.0, 0.0])["ratio"] is None  # no ratio over a zero baseline

@@ -137,17 +137,17 @@ def measure_peak(device, dtype, model_shapes: Counter | None = None, top: int = 
 
 def with_start(peak: dict, start_gflops: float, tolerance: float = 0.25) -> dict:
     """The peak measured at the end of a run, joined with the square-size rate measured at its start.
-    A machine whose rate moved by more than `tolerance` between the two was shared or throttled while the
-    paths were timed: the peak becomes the faster of the two (a fraction above 100% cannot come from a
-    slow end), and `warning` says so; otherwise `warning` is None."""
+    The peak is always the fastest rate seen (a slow end cannot then give a fraction above 100%). A rate
+    that moved by more than `tolerance` between start and end means the machine was shared, throttled or
+    still ramping up while the paths were timed: `warning` says so; otherwise `warning` is None."""
     end = peak["square"]["gflops"]
     moved = abs(end - start_gflops) / max(end, start_gflops)
     warning = None
     if moved > tolerance:
         warning = (
             f"the {peak['square']['shape'][1]}^3 matmul rate moved from {start_gflops:.1f} to {end:.1f} "
-            f"GFLOP/s during the run: the machine was busy, so its fractions of peak are unreliable; rerun "
-            f"it on an idle machine"
+            f"GFLOP/s during the run: the machine was busy or changing speed, so its fractions of peak are "
+            f"unreliable; rerun it on an idle machine"
         )
     return {
         **peak,

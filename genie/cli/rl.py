@@ -81,12 +81,13 @@ def _eval(args) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        lo, hi = result["difference_ci95"]
+        ci = result["difference_ci95"]
+        ci = "n/a (fewer than 2 episodes)" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
         ratio = "n/a" if result["ratio"] is None else f"{result['ratio']:.2f}x"
         print(
             f"{result['env_id']}: policy {result['policy_mean']:.2f} +- {result['policy_std']:.2f}, random "
             f"{result['random_mean']:.2f} +- {result['random_std']:.2f} over {result['episodes']} episodes; "
-            f"difference {result['difference']:.2f}, bootstrap 95% [{lo:.2f}, {hi:.2f}], ratio {ratio}"
+            f"difference {result['difference']:.2f}, bootstrap 95% {ci}, ratio {ratio}"
         )
     return 0
 

@@ -393,15 +393,19 @@ def evaluate_real(
 def compare_returns(policy, random, seed: int = 0, resamples: int = 10_000) -> dict:
     """The policy's mean return over the random one's (`ratio`; None when random's mean is not > 0), their
     difference, and a bootstrap 95% interval of the difference: episodes resampled with replacement within
-    each player, `resamples` times, seeded."""
+    each player, `resamples` times, seeded (None when a player has fewer than 2 episodes: one episode has
+    no spread to resample). A percentile interval, so it covers somewhat less than 95% at a few episodes."""
     p, r = np.asarray(policy, np.float64), np.asarray(random, np.float64)
+    summary = {
+        "ratio": float(p.mean() / r.mean()) if r.mean() > 0 else None,
+        "difference": float(p.mean() - r.mean()),
+        "difference_ci95": None,
+    }
+    if min(len(p), len(r)) < 2:
+        return summary
     rng = np.random.default_rng(seed)
     diffs = p[rng.integers(0, len(p), (resamples, len(p)))].mean(1) - r[
         rng.integers(0, len(r), (resamples, len(r)))
     ].mean(1)
     lo, hi = np.quantile(diffs, [0.025, 0.975])
-    return {
-        "ratio": float(p.mean() / r.mean()) if r.mean() > 0 else None,
-        "difference": float(p.mean() - r.mean()),
-        "difference_ci95": [float(lo), float(hi)],
-    }
+    return {**summary, "difference_ci95": [float(lo), float(hi)]}
