@@ -7,7 +7,7 @@ keeps its tokenizer and retrains what reads actions. The shipped Breakout world 
         --dynamics-steps 1000 --reward-steps 1000 --out worlds/breakout_honest
 
 `--dynamics-steps 0` keeps the world's dynamics too and retrains only the reward model (how the shipped
-Breakout world got its weighted reward head; docs/RESULTS.md). Ends with one line: the steps, the minutes
+Breakout world got its change-reading, reward-weighted head; docs/RESULTS.md). Ends with one line: the steps, the minutes
 and the output folder.
 """
 
@@ -23,7 +23,7 @@ import torch
 from genie.core.errors import GenieValueError
 from genie.data import VideoDataset
 from genie.train.evaluate import calibrate_hazard
-from genie.train.recipes import save_prompts, train_dynamics, train_reward
+from genie.train.recipes import recorded_action_mapping, save_prompts, train_dynamics, train_reward
 from genie.world.folder import read_world, save_world
 
 PLAY = ("maskgit_steps", "temperature")  # kept from the old world
@@ -72,8 +72,6 @@ def main() -> None:
     else:
         dyn = models["dynamics"].float()
     reward = train_reward(ds, tok, out / "train" / "reward", steps=args.reward_steps, **common)["model"]
-    names = ds.meta.get("action_names") or [str(i) for i in range(int(ds.meta["num_actions"]))]
-    identity = list(range(len(names)))
     info = {k: old[k] for k in PLAY if k in old}
     info.update(
         fit=ds.meta.get("fit", "stretch"),
@@ -88,12 +86,7 @@ def main() -> None:
             "dynamics": args.dynamics_steps or old.get("steps_per_model", {}).get("dynamics"),
             "reward": args.reward_steps,
         },
-        action_mapping={
-            "real_action_names": list(names),
-            "latent_for_real": identity,
-            "real_for_latent": identity,
-            "fit_transitions": 0,
-        },
+        action_mapping=recorded_action_mapping(ds),
     )
     if reward.cfg.termination_from == "current":  # on the device the models trained on
         device = next(reward.parameters()).device

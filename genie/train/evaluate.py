@@ -227,11 +227,7 @@ def evaluate_termination(
     fired = p if hazard else (logit > 0).double()  # P(the rule says "ended") per transition
     tp, predicted = float((fired * weight)[t].sum()), float((fired * weight).sum())
     pos, neg = p[t], p[~t]
-    auc = (
-        float((pos[:, None] > neg[None]).double().mean() + 0.5 * (pos[:, None] == neg[None]).double().mean())
-        if len(pos) and len(neg)
-        else None
-    )
+    auc = _auc(pos, neg)
     return {
         "termination_from": model.cfg.termination_from,
         "precision": tp / predicted if predicted > 0 else None,
@@ -281,18 +277,26 @@ def _termination_transitions(tokenizer, model, ds, split, transitions, batch_siz
     return logit, t, weight, mse, len(ends), len(ends) + len(rest), (torch.cat(predicted), torch.cat(target))
 
 
+def _auc(pos: torch.Tensor, neg: torch.Tensor) -> float | None:
+    """P(a positive's score > a negative's), ties counted half; None when either side is empty."""
+    if not (len(pos) and len(neg)):
+        return None
+    return float(
+        (pos[:, None] > neg[None]).double().mean() + 0.5 * (pos[:, None] == neg[None]).double().mean()
+    )
+
+
 def _reward_detection(predicted: torch.Tensor, target: torch.Tensor) -> dict:
     """Does the predicted reward rise where a reward was recorded? The AUC of the prediction, transitions
     with a nonzero reward against the rest (0.5: no better than chance; None when either is absent), the
     spread of the prediction (0: a flat head that predicts the mean everywhere), and the count."""
     hit = target != 0
     pos, neg = predicted[hit].double(), predicted[~hit].double()
-    auc = None
-    if len(pos) and len(neg):
-        auc = float(
-            (pos[:, None] > neg[None]).double().mean() + 0.5 * (pos[:, None] == neg[None]).double().mean()
-        )
-    return {"reward_auc": auc, "reward_std": float(predicted.double().std()), "rewarded": int(hit.sum())}
+    return {
+        "reward_auc": _auc(pos, neg),
+        "reward_std": float(predicted.double().std()),
+        "rewarded": int(hit.sum()),
+    }
 
 
 def calibrate_hazard(model, tokenizer, data, transitions: int = 4000, seed: int = 0, device="cpu") -> dict:

@@ -273,6 +273,18 @@ def _stage(fn, run: Path, steps: int, resume: bool, kind: str, **kw):
     return fn(out=run, steps=steps, resume=resume and (run / "trainer.json").exists(), **kw)
 
 
+def recorded_action_mapping(ds: VideoDataset) -> dict:
+    """The action mapping of a world conditioned on the recorded actions: each is its own latent."""
+    names = ds.meta.get("action_names") or [str(i) for i in range(int(ds.meta["num_actions"]))]
+    identity = list(range(len(names)))
+    return {
+        "real_action_names": list(names),
+        "latent_for_real": identity,
+        "real_for_latent": identity,
+        "fit_transitions": 0,
+    }
+
+
 def save_prompts(ds: VideoDataset, folder: Path, count: int = 4) -> list[str]:
     """First frames of held-out episodes (or of any) as PNG prompt images."""
     episodes = ds.split_episodes("val") or ds.split_episodes("all")
@@ -387,14 +399,7 @@ def train_world(
         shutil.rmtree(staged)
     info["prompts"] = save_prompts(ds, staged)
     if lam is None:  # the world's actions are the game's own
-        names = ds.meta.get("action_names") or [str(i) for i in range(int(ds.meta["num_actions"]))]
-        identity = list(range(len(names)))
-        info["action_mapping"] = {
-            "real_action_names": list(names),
-            "latent_for_real": identity,
-            "real_for_latent": identity,
-            "fit_transitions": 0,
-        }
+        info["action_mapping"] = recorded_action_mapping(ds)
     elif ds.has_actions and ds.meta.get("num_actions"):
         info["action_mapping"] = action_mapping(lam.cpu(), ds)
     save_world(
