@@ -149,3 +149,22 @@ def test_compare_returns_gives_the_ratio_and_a_bootstrap_interval_that_excludes_
     same = ppo.compare_returns(base[:15], base[15:], seed=1)["difference_ci95"]
     assert same[0] < 0 < same[1]
     assert ppo.compare_returns([1.0], [0.0, 0.0])["ratio"] is None  # no ratio over a zero baseline
+
+
+def test_rl_train_starts_imagined_episodes_from_dataset_clips(tmp_path, small_sprite_data, capsys):
+    from genie.cli.rl import dataset_prompts
+    from genie.data import VideoDataset
+
+    clips = dataset_prompts(small_sprite_data, 5, 4, seed=1)
+    assert [c.shape for c in clips] == [(4, 16, 16, 3)] * 5
+    assert all(np.array_equal(a, b) for a, b in zip(clips, dataset_prompts(small_sprite_data, 5, 4, seed=1)))
+    ds = VideoDataset(small_sprite_data)  # every clip is a real window of the train split
+    train = [ds.read_window(*ds.windows(4, "train")[i], 4)["frames"] for i in range(len(ds.windows(4, "train")))]
+    assert all(any(np.array_equal(c, w) for w in train) for c in clips)
+    out = tmp_path / "run"
+    argv = ["rl", "train", "--world", str(_world_with_prompt(tmp_path)), "--steps", "8", "--num-envs", "2"]
+    argv += ["--num-steps", "4", "--maskgit-steps", "1", "--prompts-from", str(small_sprite_data)]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().startswith("ppo: 8 imagined steps")
+    assert main([*argv[:-1], str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")]) == 1
+    assert "No dataset at" in capsys.readouterr().err

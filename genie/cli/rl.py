@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from envs.genie_env import DEMO_WORLD
 from envs.vector_env import GenieVectorEnv
 from genie.cli.args import add_maskgit_args
 from genie.core.errors import GenieValueError
+from genie.data import VideoDataset
 from genie.rl import plot, ppo
 from genie.world import World
 
@@ -21,9 +24,24 @@ def cmd_rl(args) -> int:
     return _train(args) if args.rl_command == "train" else _eval(args)
 
 
+def dataset_prompts(data, n: int, T: int, seed: int) -> list[np.ndarray]:
+    """n clips of T frames (uint8 (T, H, W, 3)) drawn, seeded, from the train split of dataset `data`: real
+    game states to start imagined episodes from (the ball already in play, the monsters on the wall)."""
+    ds = VideoDataset(data)
+    windows = ds.windows(T, "train")
+    if len(windows) == 0:
+        raise GenieValueError(f"{data} has no episode of {T} frames (the world's context): record longer ones.")
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(windows), size=n, replace=len(windows) < n)
+    return [ds.read_window(*windows[int(i)], T)["frames"] for i in picks]
+
+
 def _train(args) -> int:
     world = World.load(args.world or DEMO_WORLD, device=args.device)
-    prompts = sorted((Path(world.info["path"]) / "prompts").glob("*.png"))
+    if args.prompts_from:
+        prompts = dataset_prompts(args.prompts_from, args.num_envs, world.context, args.seed)
+    else:
+        prompts = sorted(str(p) for p in (Path(world.info["path"]) / "prompts").glob("*.png"))
     if not prompts:
         raise GenieValueError(f"World {world.info['path']} has no prompts/*.png to start episodes from.")
     ppo_args = ppo.Args(
@@ -41,7 +59,7 @@ def _train(args) -> int:
     envs = GenieVectorEnv(
         num_envs=args.num_envs,
         world=world,
-        prompt=[str(prompts[i % len(prompts)]) for i in range(args.num_envs)],
+        prompt=[prompts[i % len(prompts)] for i in range(args.num_envs)],
         maskgit_steps=ppo_args.maskgit_steps,
         temperature=ppo_args.temperature,
         max_episode_steps=ppo_args.max_episode_steps,
@@ -109,6 +127,13 @@ def add_cli(sub) -> None:
     q.add_argument("--ent-coef", type=float, default=d.ent_coef, help="weight of the entropy bonus")
     q.add_argument(
         "--max-episode-steps", type=int, default=d.max_episode_steps, help="imagined episodes truncated here"
+    )
+    q.add_argument(
+        "--prompts-from",
+        default=None,
+        metavar="DATA",
+        help="start each env's imagined episodes from a clip of this dataset's train split (seeded by --seed) "
+        "instead of the world's prompts/*.png",
     )
     add_maskgit_args(q)
     q.add_argument("--out", required=True, help="policy folder; metrics.csv gets one row per update")
