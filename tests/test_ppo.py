@@ -159,7 +159,9 @@ def test_rl_train_starts_imagined_episodes_from_dataset_clips(tmp_path, small_sp
     assert [c.shape for c in clips] == [(4, 16, 16, 3)] * 5
     assert all(np.array_equal(a, b) for a, b in zip(clips, dataset_prompts(small_sprite_data, 5, 4, seed=1)))
     ds = VideoDataset(small_sprite_data)  # every clip is a real window of the train split
-    train = [ds.read_window(*ds.windows(4, "train")[i], 4)["frames"] for i in range(len(ds.windows(4, "train")))]
+    train = [
+        ds.read_window(*ds.windows(4, "train")[i], 4)["frames"] for i in range(len(ds.windows(4, "train")))
+    ]
     assert all(any(np.array_equal(c, w) for w in train) for c in clips)
     out = tmp_path / "run"
     argv = ["rl", "train", "--world", str(_world_with_prompt(tmp_path)), "--steps", "8", "--num-envs", "2"]

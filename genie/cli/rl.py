@@ -30,7 +30,9 @@ def dataset_prompts(data, n: int, T: int, seed: int) -> list[np.ndarray]:
     ds = VideoDataset(data)
     windows = ds.windows(T, "train")
     if len(windows) == 0:
-        raise GenieValueError(f"{data} has no episode of {T} frames (the world's context): record longer ones.")
+        raise GenieValueError(
+            f"{data} has no episode of {T} frames (the world's context): record longer ones."
+        )
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(windows), size=n, replace=len(windows) < n)
     return [ds.read_window(*windows[int(i)], T)["frames"] for i in picks]
