@@ -135,7 +135,7 @@ def add_cli(sub) -> None:
         default=None,
         metavar="DATA",
         help="start each env's imagined episodes from a clip of this dataset's train split (seeded by --seed) "
-        "instead of the world's prompts/*.png",
+        "(default: the world's prompts/*.png)",
     )
     add_maskgit_args(q)
     q.add_argument("--out", required=True, help="policy folder; metrics.csv gets one row per update")
