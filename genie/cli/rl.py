@@ -44,8 +44,11 @@ def _train(args) -> int:
         prompts = dataset_prompts(args.prompts_from, args.num_envs, world.context, args.seed)
     else:
         prompts = sorted(str(p) for p in (Path(world.info["path"]) / "prompts").glob("*.png"))
-    if not prompts:
-        raise GenieValueError(f"World {world.info['path']} has no prompts/*.png to start episodes from.")
+        if not prompts:
+            raise GenieValueError(
+                f"World {world.info['path']} has no prompts/*.png to start episodes from: add one, or pass "
+                "--prompts-from DATA."
+            )
     ppo_args = ppo.Args(
         total_steps=args.steps,
         num_envs=args.num_envs,
