@@ -88,6 +88,7 @@ BAD_DEFAULTS = [
     ("temperature", "hot"),
     ("fit", 3),
     ("fit", "zoom"),
+    ("fit", "box:0,0,0,8"),
 ]
 
 
@@ -110,9 +111,9 @@ def test_a_bad_play_default_in_world_info_is_refused(made, field, value):
 
 
 def test_valid_play_defaults_are_kept_exactly(world_dir):
-    _edit_world_json(world_dir, maskgit_steps=3, temperature=0, fit="pad")
+    _edit_world_json(world_dir, maskgit_steps=3, temperature=0, fit="box:24,0,72,196")
     world = World.load(world_dir, device="cpu")
-    assert (world.maskgit_steps, world.temperature, world.fit) == (3, 0.0, "pad")
+    assert (world.maskgit_steps, world.temperature, world.fit) == (3, 0.0, "box:24,0,72,196")
     assert world.check_sampling() == (3, 0.0)
 
 

@@ -131,6 +131,26 @@ def test_resize_frame_policy():
         resize_frame(np.zeros((9, 9), np.float32), 8)
 
 
+def test_box_fit_cuts_a_window_and_the_collector_records_it(tmp_path):
+    frame = np.zeros((210, 160, 3), np.uint8)
+    frame[100:104, 40:48] = 255  # a small sprite: a box around it gives it many more of the model's pixels
+    boxed = resize_frame(frame, 32, fit="box:24,84,56,116")  # 32x32 source pixels, no resampling
+    np.testing.assert_array_equal(boxed, frame[84:116, 24:56])
+    assert (resize_frame(frame, 32, fit="stretch") > 127).sum() < (boxed > 127).sum() / 4
+    for bad in ("box:1,2,3", "box:5,0,5,10", "box:a,b,c,d", "square"):
+        with pytest.raises(GenieValueError, match="Unknown fit"):
+            resize_frame(frame, 32, fit=bad)
+    np.testing.assert_array_equal(resize_frame(boxed, 32, fit="box:24,84,56,116"), boxed)  # a prompt: fitted
+    with pytest.raises(GenieValueError, match="outside the 160x210 frame"):
+        resize_frame(frame, 32, fit="box:0,0,161,210")
+    summary = breakout(tmp_path / "ds", fit="box:8,32,152,194")
+    ds = VideoDataset(tmp_path / "ds")
+    assert ds.meta["fit"] == "box:8,32,152,194" and summary["frames"] == ds.num_frames
+    with pytest.raises(GenieValueError, match="outside"):  # refused before anything is written
+        breakout(tmp_path / "wide", fit="box:0,0,300,300")
+    assert not (tmp_path / "wide").exists()
+
+
 def test_cli_subcommands(tmp_path):
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="command"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from genie.core.errors import GenieValueError
-from genie.core.frames import FITS
 from genie.data.sources import PIL_ANIMATION_EXTS, POLICIES, VIDEO_EXTS, collect, ingest
 
 
@@ -62,9 +61,11 @@ def add_cli(subparsers) -> None:
     )
     p.add_argument(
         "--fit",
-        choices=FITS,
         default="stretch",
-        help="how frames become square; stretch (the default, like the standard Atari 84x84 warp) keeps every pixel row",
+        help="how frames become square; stretch (the default, like the standard Atari 84x84 warp) keeps every "
+        "pixel row; crop, pad, or box:LEFT,TOP,RIGHT,BOTTOM (a window of the screen in its pixels, stretched: "
+        "e.g. box:20,0,84,210 keeps Freeway's left lane and score); the world, its prompts and the real game "
+        "under `genie rl eval` all use it",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     p.set_defaults(func=_run_collect)
@@ -85,11 +86,11 @@ def add_cli(subparsers) -> None:
     p.add_argument("--size", type=int, default=64, help="frames are resized to size x size")
     p.add_argument(
         "--fit",
-        choices=FITS,
         default="crop",
         help="how frames become square: crop keeps the centred square (camera footage, where the middle "
         "matters); pad letterboxes the whole frame with black and stretch squashes it to a square, so "
-        "both keep the edges (game recordings: a score or paddle at the top or bottom); default: crop",
+        "both keep the edges (game recordings: a score or paddle at the top or bottom); box:LEFT,TOP,RIGHT,"
+        "BOTTOM cuts that window out and stretches it; default: crop",
     )
     p.add_argument(
         "--skip-bad",

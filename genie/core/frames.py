@@ -9,7 +9,10 @@ Letters: B batch, T frames, H W pixels.
 (alpha dropped), is fitted to a square, and is resized to size x size with PIL bilinear filtering
 (antialiased when shrinking). Fits: "crop" keeps the centred square; "pad" letterboxes with black
 (keeps the whole picture, e.g. Atari scores and paddles at the top and bottom of a 210x160 screen);
-"stretch" resizes without keeping the aspect ratio. Training data, prompts and the real game seen by a
+"stretch" resizes without keeping the aspect ratio; "box:LEFT,TOP,RIGHT,BOTTOM" cuts that window (source pixels,
+right and bottom exclusive) out of the frame and stretches it, so a small sprite that matters (Freeway's
+chicken in its lane) keeps more of the model's pixels; an image that is already size x size is taken as
+fitted (a world's prompt, a dataset frame). Training data, prompts and the real game seen by a
 policy all go through it, so a model always sees frames the way it was trained on them.
 """
 
@@ -22,6 +25,32 @@ from PIL import Image
 from genie.core.errors import GenieTypeError, GenieValueError
 
 FITS = ("crop", "pad", "stretch")
+FIT_HELP = (
+    "crop, pad, stretch, or box:LEFT,TOP,RIGHT,BOTTOM (a window of the source frame, in pixels, stretched)"
+)
+
+
+def parse_box(fit: str) -> tuple[int, int, int, int] | None:
+    """The window of a "box:L,T,R,B" fit, or None for the named fits. One GenieValueError for anything else."""
+    if isinstance(fit, str) and fit in FITS:
+        return None
+    if isinstance(fit, str) and fit.startswith("box:"):
+        parts = fit[4:].split(",")
+        try:
+            box = tuple(int(p) for p in parts)
+        except ValueError:
+            box = ()
+        if len(box) == 4 and 0 <= box[0] < box[2] and 0 <= box[1] < box[3]:
+            return box  # type: ignore[return-value]
+    raise GenieValueError(
+        f"Unknown fit {fit!r}: use {FIT_HELP}, with 0 <= LEFT < RIGHT and 0 <= TOP < BOTTOM (e.g. box:20,0,84,210)."
+    )
+
+
+def check_fit(fit: str) -> str:
+    """`fit` itself when it is a valid fit; otherwise the one error of `parse_box`."""
+    parse_box(fit)
+    return fit
 
 
 def to_float(frames: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -55,7 +84,17 @@ def resize_frame(frame_u8, size: int, fit: str = "crop") -> np.ndarray:
     """Any uint8 image (or PIL image) -> RGB uint8 (size, size, 3). See the module docstring."""
     image = _to_rgb_image(frame_u8)
     w, h = image.size
-    if fit == "crop":
+    box = parse_box(fit)
+    if box is not None and (w, h) == (size, size):
+        pass  # already fitted: a world's own prompt frame, a dataset frame
+    elif box is not None:
+        if box[2] > w or box[3] > h:
+            raise GenieValueError(
+                f"The fit {fit} reaches outside the {w}x{h} frame: choose a box inside it "
+                f"(RIGHT <= {w}, BOTTOM <= {h})."
+            )
+        image = image.crop(box)
+    elif fit == "crop":
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
         image = image.crop((left, top, left + side, top + side))
@@ -64,8 +103,6 @@ def resize_frame(frame_u8, size: int, fit: str = "crop") -> np.ndarray:
         canvas = Image.new("RGB", (side, side))
         canvas.paste(image, ((side - w) // 2, (side - h) // 2))
         image = canvas
-    elif fit != "stretch":
-        raise GenieValueError(f"Unknown fit {fit!r}: use one of {', '.join(FITS)}.")
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)

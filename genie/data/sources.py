@@ -17,7 +17,7 @@ from PIL import Image, ImageSequence, UnidentifiedImageError
 from tqdm import tqdm
 
 from genie.core.errors import GenieError, GenieFileNotFoundError, GenieValueError
-from genie.core.frames import FITS, resize_frame
+from genie.core.frames import check_fit, resize_frame
 from genie.data.episodes import EpisodeWriter
 from genie.data.games import action_names, game_settings, honest_kwargs, make_env, observe
 
@@ -62,8 +62,7 @@ def collect(
         raise GenieValueError(f"Unknown policy {policy!r}: use one of {', '.join(POLICIES)}.")
     if episodes < 1 or max_steps < 1:
         raise GenieValueError("--episodes and --max-steps must be at least 1: pass positive counts.")
-    if fit not in FITS:
-        raise GenieValueError(f"Unknown fit {fit!r}: use one of {', '.join(FITS)}.")
+    check_fit(fit)
     env_kwargs = dict(env_kwargs or {})
     started = time.perf_counter()
     env = make_env(env_id, env_kwargs)
@@ -272,8 +271,7 @@ def ingest(
     truncated video) is refused there, or left out with `skip_bad` (its partial episode is discarded).
     """
     size = _check_size(size)
-    if fit not in FITS:
-        raise GenieValueError(f"Unknown fit {fit!r}: use one of {', '.join(FITS)}.")
+    check_fit(fit)
     paths = [pathlib.Path(p) for p in ([paths] if isinstance(paths, (str, pathlib.Path)) else paths)]
     if not paths:
         raise GenieValueError("No input given: pass one or more videos or image folders to ingest.")

@@ -35,7 +35,7 @@ from dynamics.model import DynamicsModel
 from genie.checkpoint import load_model, save_model
 from genie.core.config import dynamics_preset, preset
 from genie.core.errors import GenieError, GenieFileNotFoundError, GenieValueError, positive_int
-from genie.core.frames import FITS
+from genie.core.frames import FIT_HELP, check_fit
 from genie.core.io import (
     OutputLock,
     check_files,
@@ -98,11 +98,14 @@ def check_play_defaults(info: dict, where: str) -> None:
                 f"{where} has temperature {info['temperature']!r}, not a finite number >= 0: set it (1.0 "
                 f"samples, 0 is greedy), {fix}."
             ) from None
-    if "fit" in info and info["fit"] not in FITS:
-        raise GenieValueError(
-            f"{where} has fit {info['fit']!r}, not one of {', '.join(FITS)}: set it to the fit of the world's "
-            f"training data, {fix} (crop)."
-        )
+    if "fit" in info:
+        try:
+            check_fit(info["fit"])
+        except GenieValueError:
+            raise GenieValueError(
+                f"{where} has fit {info['fit']!r}, not one of {FIT_HELP}: set it to the fit of the world's "
+                f"training data, {fix} (crop)."
+            ) from None
 
 
 # --- Reading ---
